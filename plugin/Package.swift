@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+// The server-side half of mmlite: mmlite.so, loaded by PostgreSQL.
+//
+// Built by the repository's Makefile (`make`, `make install PG_CONFIG=...`),
+// which passes the server headers of the PostgreSQL being built for with
+// `-Xcc -I$(pg_config --includedir-server)`; build once per major.
+import PackageDescription
+
+let exportMap = Context.packageDirectory + "/mmlite.map"
+
+let package = Package(
+    name: "mmlite-plugin",
+    products: [
+        .library(name: "mmlite", type: .dynamic, targets: ["MMLitePlugin"]),
+    ],
+    targets: [
+        .target(
+            name: "CMMLite",
+            cSettings: [
+                .unsafeFlags(["-Wno-ignored-attributes"]),
+                .define("MMLITE_VERSION", to: "\"0.1.0\""),
+            ]
+        ),
+        .target(
+            name: "MMLitePlugin",
+            dependencies: ["CMMLite"],
+            swiftSettings: [
+                .unsafeFlags(["-static-stdlib", "-Xcc", "-Wno-ignored-attributes"]),
+            ],
+            linkerSettings: [
+                // A dynamic library ignores --static-swift-stdlib; this works.
+                .unsafeFlags(["-static-stdlib", "-Xlinker", "--version-script=\(exportMap)"]),
+            ]
+        ),
+    ]
+)

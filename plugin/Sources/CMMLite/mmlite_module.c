@@ -1,0 +1,72 @@
+/*
+ * The C half of mmlite.so: what Swift cannot express (PG_MODULE_MAGIC, fmgr
+ * macros) and the trampolines PostgreSQL calls. A trampoline calls Swift,
+ * which returns normally in every case; if Swift reports an error the
+ * trampoline re-raises it from here, a frame with no Swift above it.
+ */
+#include "mmlite_pg.h"
+
+#include "utils/builtins.h"
+
+/* The magic block differs per major (PG15 abi_extra, PG18 name/version). */
+#ifdef PG_MODULE_MAGIC_EXT
+PG_MODULE_MAGIC_EXT(.name = "mmlite", .version = MMLITE_VERSION);
+#else
+PG_MODULE_MAGIC;
+#endif
+
+/* Implemented in Swift (Sources/MMLitePlugin). */
+extern bool mmlite_swift_plugin_init(OutputPluginCallbacks *cb, MMLitePGError *error);
+extern const char *mmlite_swift_version(void);
+
+extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	MMLitePGError error = NULL;
+
+	if (!mmlite_swift_plugin_init(cb, &error))
+	{
+		if (error != NULL)
+			ReThrowError(error);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("mmlite could not initialise the pgoutput callbacks")));
+	}
+}
+
+bool
+mmlite_guarded_pgoutput_init(OutputPluginCallbacks *cb, MMLitePGError *error)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	*error = NULL;
+	PG_TRY();
+	{
+		LogicalOutputPluginInit pgoutput_init;
+
+		pgoutput_init = (LogicalOutputPluginInit)
+			load_external_function("pgoutput", "_PG_output_plugin_init", true, NULL);
+		pgoutput_init(cb);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller_context);
+		*error = CopyErrorData();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* SQL: mmlite.version() — lets tools check which plugin build a server loads. */
+PG_FUNCTION_INFO_V1(mmlite_version);
+
+Datum
+mmlite_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(mmlite_swift_version()));
+}
