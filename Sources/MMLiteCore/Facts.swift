@@ -1,0 +1,111 @@
+/// Everything the checks need to know about one node, gathered by the
+/// command-line tool (see `Inspector` there) and judged here without I/O.
+public struct NodeFacts: Sendable, Equatable {
+    public var name: String
+    /// nil when the node answered; else why not (masked).
+    public var connectionError: String?
+    public var versionNumber: Int = 0
+    public var versionString: String = ""
+    public var database: String = ""
+    public var role: String = ""
+    /// `SHOW`-style text of the settings mmlite cares about; absent = unknown to this server.
+    public var settings: [String: String] = [:]
+    public var privileges = Privileges()
+    /// User tables (regular and partitioned) of the node, by name.
+    public var tables: [QualifiedName: TableFacts] = [:]
+    /// Replication slots that are not this mesh's.
+    public var otherSlots: Int = 0
+    /// Subscriptions on this node that are not this mesh's (they use workers and origins).
+    public var otherSubscriptions: Int = 0
+    /// Whether the mmlite extension's files are installed (`pg_available_extensions`).
+    public var pluginFilesInstalled: Bool?
+    /// Result of creating a temporary slot with the mmlite plugin (only done when needed).
+    public var pluginProbe: ProbeResult = .notRun
+    /// For each peer: whether this node reaches it with the peer's peer_dsn.
+    public var peerProbes: [String: ProbeResult] = [:]
+    public var state: NodeState?
+
+    public init(name: String) { self.name = name }
+
+    public var reachable: Bool { connectionError == nil }
+    public var major: Int { versionNumber / 10000 }
+}
+
+public struct Privileges: Sendable, Equatable {
+    public var superuser = false
+    public var replication = false
+    public var createOnDatabase = false
+    /// Member of pg_create_subscription (16+).
+    public var createSubscription = false
+    public init() {}
+}
+
+public enum ProbeResult: Sendable, Equatable {
+    case notRun
+    case ok
+    /// The probe could not run (e.g. missing privilege); the text says why.
+    case skipped(String)
+    case failed(String)
+}
+
+public struct ColumnFacts: Sendable, Equatable {
+    public var name: String
+    public var type: String
+    /// Column default expression, if any.
+    public var defaultExpression: String?
+    /// "a" / "d" for identity columns, nil otherwise.
+    public var identity: String?
+    public init(name: String, type: String, defaultExpression: String? = nil, identity: String? = nil) {
+        self.name = name
+        self.type = type
+        self.defaultExpression = defaultExpression
+        self.identity = identity
+    }
+}
+
+public struct SequenceFacts: Sendable, Equatable {
+    /// The column it feeds.
+    public var column: String
+    public var sequence: QualifiedName
+    public var increment: Int64
+    public var start: Int64
+    public var lastValue: Int64?
+    public init(column: String, sequence: QualifiedName, increment: Int64, start: Int64, lastValue: Int64?) {
+        self.column = column
+        self.sequence = sequence
+        self.increment = increment
+        self.start = start
+        self.lastValue = lastValue
+    }
+}
+
+public struct TableFacts: Sendable, Equatable {
+    public var name: QualifiedName
+    public var columns: [ColumnFacts]
+    public var hasPrimaryKey: Bool
+    /// `relreplident`: d (default = primary key), n (nothing), f (full), i (index).
+    public var replicaIdentity: String
+    public var isOwner: Bool
+    public var sequences: [SequenceFacts]
+    public var rowEstimate: Int64
+
+    public init(name: QualifiedName, columns: [ColumnFacts], hasPrimaryKey: Bool, replicaIdentity: String = "d",
+                isOwner: Bool = true, sequences: [SequenceFacts] = [], rowEstimate: Int64 = 0) {
+        self.name = name
+        self.columns = columns
+        self.hasPrimaryKey = hasPrimaryKey
+        self.replicaIdentity = replicaIdentity
+        self.isOwner = isOwner
+        self.sequences = sequences
+        self.rowEstimate = rowEstimate
+    }
+
+    /// Whether UPDATE and DELETE can be replicated.
+    public var hasReplicaIdentity: Bool {
+        switch replicaIdentity {
+        case "f", "i": return true
+        case "d": return hasPrimaryKey
+        default: return false
+        }
+    }
+}

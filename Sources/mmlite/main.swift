@@ -1,0 +1,5 @@
+import Foundation
+import MMLiteCLI
+
+let status = runMMLite(Array(CommandLine.arguments.dropFirst()), context: Context(console: Console.standard()))
+exit(status)

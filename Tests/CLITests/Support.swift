@@ -1,0 +1,137 @@
+import ClusterHarness
+import Foundation
+import MMLiteCLI
+import MMLiteCore
+import PostgresClient
+import Testing
+
+/// The PostgreSQL these tests run on: the first of `MMLITE_PG_CONFIGS`, else
+/// Debian's PostgreSQL 15 (the CLI's behaviour does not depend on the major
+/// except for the filter choice, which the unit tests cover).
+let installation: PGInstallation? = {
+    do { return try PGInstallation.fromEnvironment().first } catch {
+        print("CLITests: no PostgreSQL installation: \(error)")
+        return nil
+    }
+}()
+
+let testSchema = """
+CREATE TABLE public.departments (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE public.users (id bigint PRIMARY KEY, name text NOT NULL, department_id int);
+CREATE TABLE public.events (id bigint PRIMARY KEY, payload text);
+"""
+
+/// The result of one in-process `mmlite` run.
+struct Run: CustomStringConvertible {
+    var code: Int32
+    var out: String
+    var err: String
+    var all: String { out + err }
+    var description: String { "exit \(code)\n--- stdout\n\(out)--- stderr\n\(err)" }
+}
+
+/// Throwaway clusters plus a config file for them.
+final class TestMesh {
+    let harness: ClusterHarness
+    let clusters: [Cluster]
+    let configPath: String
+
+    init(_ count: Int, settings: [Int: [String: String]] = [:], schema: [Int: String] = [:]) throws {
+        guard let installation else { throw HarnessError("no PostgreSQL installation") }
+        harness = try ClusterHarness()
+        var started: [Cluster] = []
+        for index in 1...count {
+            let cluster = try harness.startCluster(name: "n\(index)", installation: installation, settings: settings[index] ?? [:])
+            try cluster.execute(schema[index] ?? testSchema)
+            started.append(cluster)
+        }
+        clusters = started
+        configPath = harness.directory + "/mmlite.toml"
+    }
+
+    deinit { harness.destroyAll() }
+
+    subscript(_ index: Int) -> Cluster { clusters[index - 1] }
+
+    /// Writes mmlite.toml: every cluster as n1..nN, plus `extraNodes` TOML.
+    @discardableResult
+    func writeConfig(tables: [String] = ["public.users", "public.departments"], dsn: [Int: String] = [:],
+                     extraNodes: String = "", mesh: String = "shop") throws -> String {
+        var text = """
+        [mesh]
+        name = "\(mesh)"
+        tables = [\(tables.map { "\"\($0)\"" }.joined(separator: ", "))]
+
+        """
+        for (offset, cluster) in clusters.enumerated() {
+            text += """
+
+            [[nodes]]
+            name = "\(cluster.name)"
+            dsn = "\(dsn[offset + 1] ?? cluster.conninfo)"
+
+            """
+        }
+        text += extraNodes
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+        return text
+    }
+
+    func mmlite(_ arguments: [String], hooks: Hooks = Hooks()) -> Run {
+        let buffer = OutputBuffer()
+        let code = runMMLite(arguments + ["-c", configPath], context: Context(console: buffer.console(), hooks: hooks))
+        return Run(code: code, out: buffer.out, err: buffer.err)
+    }
+
+    /// mmlite's objects on a node: "publication:NAME", "slot:NAME", "subscription:NAME".
+    func objects(_ index: Int) throws -> [String] {
+        try Self.objects(self[index])
+    }
+
+    static func objects(_ cluster: Cluster) throws -> [String] {
+        let result = try cluster.execute("""
+            SELECT 'publication:' || pubname FROM pg_publication WHERE pubname LIKE 'mmlite%'
+            UNION ALL SELECT 'slot:' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'mmlite%'
+            UNION ALL SELECT 'subscription:' || subname FROM pg_subscription WHERE subname LIKE 'mmlite%'
+            ORDER BY 1
+            """)
+        return result.rows.compactMap { $0.first ?? nil }
+    }
+
+    /// Every running node holds no mmlite object.
+    func expectUntouched(_ indices: [Int]? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for index in indices ?? Array(1...clusters.count) {
+            #expect(try objects(index) == [], "node n\(index) was changed", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// The expected objects of a complete mesh on node `index`.
+    func completeObjects(_ index: Int, mesh: String = "shop") -> [String] {
+        let me = "n\(index)"
+        let others = clusters.map(\.name).filter { $0 != me }
+        return (["publication:mmlite_\(mesh)"] + others.map { "slot:mmlite_\(mesh)_\($0)" }
+                + others.map { "subscription:mmlite_\(mesh)_from_\($0)" }).sorted()
+    }
+
+    /// Writes one row per node into `users` and waits until every node has all of them.
+    func expectReplicates(base: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for (offset, cluster) in clusters.enumerated() {
+            try cluster.execute("INSERT INTO public.users VALUES (\(base + offset), 'from \(cluster.name)', NULL)")
+        }
+        let ids = (0..<clusters.count).map { String(base + $0) }
+        let arrived = waitUntil(timeout: 30) {
+            try clusters.allSatisfy { cluster in
+                try cluster.scalar("SELECT count(*) FROM public.users WHERE id BETWEEN \(base) AND \(base + clusters.count - 1)") == "\(ids.count)"
+            }
+        }
+        #expect(arrived, "every node's insert reached every node", sourceLocation: sourceLocation)
+    }
+
+    func logErrors() -> [String] { clusters.flatMap { $0.logErrors() } }
+}
+
+/// Swift 6: hand a non-Sendable value to a @Sendable hook (tests run it synchronously).
+final class Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

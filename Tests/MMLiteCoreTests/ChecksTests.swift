@@ -1,0 +1,139 @@
+import MMLiteCore
+import Testing
+
+func healthyFacts(_ name: String, version: Int = 150020) -> NodeFacts {
+    var facts = NodeFacts(name: name)
+    facts.versionNumber = version
+    facts.versionString = "\(version / 10000).\(version % 100)"
+    facts.database = "shop"
+    facts.role = "postgres"
+    facts.settings = ["wal_level": "logical", "max_replication_slots": "10", "max_wal_senders": "10",
+                      "max_logical_replication_workers": "4", "max_worker_processes": "8", "track_commit_timestamp": "on",
+                      "output_plugin_libraries": "pgoutput, test_decoding, mmlite"]
+    facts.privileges.superuser = true
+    facts.pluginProbe = .ok
+    let columns = [ColumnFacts(name: "id", type: "uuid"), ColumnFacts(name: "name", type: "text")]
+    facts.tables = [users: TableFacts(name: users, columns: columns, hasPrimaryKey: true),
+                    departments: TableFacts(name: departments, columns: columns, hasPrimaryKey: true)]
+    return facts
+}
+
+func run(_ facts: [NodeFacts], config: MeshConfig? = nil) throws -> [CheckResult] {
+    Checks(config: try config ?? threeNodeConfig(), facts: facts, tables: [departments, users]).evaluate()
+}
+
+@Suite("Preflight checks")
+struct ChecksTests {
+    @Test("healthy nodes pass")
+    func healthy() throws {
+        let results = try run(["n1", "n2", "n3"].map { healthyFacts($0) })
+        #expect(Checks.worst(results) == .pass, "\(results.filter { $0.status != .pass })")
+    }
+
+    @Test("wal_level says a restart is needed")
+    func walLevel() throws {
+        var n2 = healthyFacts("n2")
+        n2.settings["wal_level"] = "replica"
+        let failure = try #require(try run([healthyFacts("n1"), n2, healthyFacts("n3")]).first { $0.status == .failure })
+        #expect(failure.node == "n2")
+        #expect(failure.check == "wal_level")
+        #expect(failure.fix?.contains("ALTER SYSTEM SET wal_level = logical") == true)
+        #expect(failure.fix?.contains("restart") == true)
+    }
+
+    @Test("output_plugin_libraries: the exact line, and a reload is enough")
+    func pluginNotAllowed() throws {
+        var n1 = healthyFacts("n1")
+        n1.settings["output_plugin_libraries"] = "pgoutput, test_decoding"
+        n1.pluginProbe = .failed("library \"mmlite\" may not be used as an output plugin")
+        let failure = try #require(try run([n1, healthyFacts("n2"), healthyFacts("n3")]).first { $0.status == .failure })
+        #expect(failure.check == "plugin")
+        #expect(failure.fix?.contains("output_plugin_libraries = 'pgoutput, test_decoding, mmlite'") == true)
+        #expect(failure.fix?.contains("a reload is enough") == true)
+        #expect(Checks.outputPluginLibrariesLine(current: "pgoutput") == "output_plugin_libraries = 'pgoutput, mmlite'")
+    }
+
+    @Test("plugin not installed names make install")
+    func pluginMissing() throws {
+        var n1 = healthyFacts("n1")
+        n1.pluginProbe = .failed("could not access file \"mmlite\": No such file or directory")
+        let failure = try #require(try run([n1, healthyFacts("n2"), healthyFacts("n3")]).first { $0.status == .failure })
+        #expect(failure.fix?.contains("make install PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config") == true)
+    }
+
+    @Test("16+ everywhere does not need the plugin")
+    func nativeOrigin() throws {
+        var nodes = ["n1", "n2", "n3"].map { healthyFacts($0, version: 160014) }
+        for index in nodes.indices { nodes[index].pluginProbe = .notRun; nodes[index].settings["output_plugin_libraries"] = nil }
+        let results = try run(nodes)
+        #expect(Checks.worst(results) == .pass)
+        #expect(results.contains { $0.check == "plugin" && $0.message.contains("origin = none") })
+    }
+
+    @Test("missing table, different columns, no primary key")
+    func tables() throws {
+        var n2 = healthyFacts("n2")
+        n2.tables[users] = nil
+        var n3 = healthyFacts("n3")
+        n3.tables[departments]!.columns[1].type = "character varying(20)"
+        n3.tables[departments]!.columns.append(ColumnFacts(name: "extra", type: "integer"))
+        var n1 = healthyFacts("n1")
+        n1.tables[users]!.hasPrimaryKey = false
+        let failures = try run([n1, n2, n3]).filter { $0.status == .failure }
+        #expect(failures.contains { $0.node == "n2" && $0.message.contains("public.users does not exist on n2") })
+        #expect(failures.contains { $0.node == "n3" && $0.message.contains("\"name\" is character varying(20) here but text on n1") || $0.message.contains("name is character varying(20) here but text on n1") })
+        #expect(failures.contains { $0.node == "n3" && $0.message.contains("extra exists only here") })
+        let noKey = try #require(failures.first { $0.node == "n1" })
+        #expect(noKey.message.contains("no primary key"))
+        #expect(noKey.fix?.contains("REPLICA IDENTITY FULL") == true)
+    }
+
+    @Test("capacity follows the mesh size")
+    func capacity() throws {
+        var n1 = healthyFacts("n1")
+        n1.settings["max_replication_slots"] = "1"
+        n1.settings["max_worker_processes"] = "2"
+        let failures = try run([n1, healthyFacts("n2"), healthyFacts("n3")]).filter { $0.status == .failure }
+        #expect(failures.map(\.check).sorted() == ["max_replication_slots", "max_worker_processes"])
+    }
+
+    @Test("unreachable node fails with a hint and nothing else about it")
+    func unreachable() throws {
+        var n3 = NodeFacts(name: "n3")
+        n3.connectionError = "connection refused"
+        let results = try run([healthyFacts("n1"), healthyFacts("n2"), n3]).filter { $0.node == "n3" }
+        #expect(results.count == 1)
+        #expect(results[0].status == .failure)
+        #expect(results[0].fix?.contains("nodes[3].dsn") == true)
+    }
+
+    @Test("sequences that collide warn with per-node statements; distinct ones pass")
+    func sequences() throws {
+        let seq = QualifiedName(schema: "public", name: "users_id_seq")
+        var nodes = ["n1", "n2", "n3"].map { healthyFacts($0) }
+        for index in nodes.indices {
+            nodes[index].tables[users]!.sequences = [SequenceFacts(column: "id", sequence: seq, increment: 1, start: 1, lastValue: 250)]
+        }
+        let warning = try #require(try run(nodes).first { $0.check == "sequence" })
+        #expect(warning.status == .warning)
+        #expect(warning.fix?.contains("on n2: ALTER SEQUENCE public.users_id_seq INCREMENT BY 100 RESTART WITH 302;") == true)
+        for index in nodes.indices {
+            nodes[index].tables[users]!.sequences = [SequenceFacts(column: "id", sequence: seq, increment: 100, start: Int64(index + 1), lastValue: nil)]
+        }
+        #expect(try run(nodes).first { $0.check == "sequence" }?.status == .pass)
+    }
+
+    @Test("a password in a peer_dsn warns; privileges are explained")
+    func secretsAndPrivileges() throws {
+        var n1 = healthyFacts("n1")
+        n1.privileges = Privileges()
+        n1.role = "admin"
+        let results = try run([n1, healthyFacts("n2"), healthyFacts("n3")], config: try threeNodeConfig(peerPassword: true))
+        let warning = try #require(results.first { $0.check == "peer_dsn_password" })
+        #expect(warning.fix?.contains(".pgpass") == true)
+        #expect(!warning.message.contains("topsecret"))
+        let privileges = try #require(results.first { $0.check == "privileges" && $0.node == "n1" })
+        #expect(privileges.status == .failure)
+        #expect(privileges.fix?.contains("ALTER ROLE admin REPLICATION;") == true)
+    }
+}
