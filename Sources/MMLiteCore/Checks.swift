@@ -266,7 +266,7 @@ public struct Checks: Sendable {
         let why = "links to \(subscribers.joined(separator: ", ")) need it (PostgreSQL \(node.major) " + (node.major >= 16 ? "with a peer before 16" : "has no origin = none") + ")"
         let installFix = "install the plugin on \(name)'s server: make install PG_CONFIG=/usr/lib/postgresql/\(node.major)/bin/pg_config (the pg_config of that server), run from the mmlite source tree"
         let allowedLine = Self.outputPluginLibrariesLine(current: node.settings["output_plugin_libraries"])
-        let allowFix = "add to postgresql.conf on \(name): \(allowedLine)  (or ALTER SYSTEM SET output_plugin_libraries = '\(Self.outputPluginLibrariesValue(current: node.settings["output_plugin_libraries"]))';) then reload: SELECT pg_reload_conf(); — a reload is enough, no restart"
+        let allowFix = "add to postgresql.conf on \(name): \(allowedLine)  (or: \(Self.outputPluginLibrariesAlterSystem(current: node.settings["output_plugin_libraries"]))) then reload: SELECT pg_reload_conf(); — a reload is enough, no restart"
         func result(_ status: CheckResult.Status, _ message: String, _ fix: String?) -> [CheckResult] {
             [CheckResult(node: name, check: "plugin", status: status, message: message, fix: fix)]
         }
@@ -305,6 +305,13 @@ public struct Checks: Sendable {
         if list.isEmpty { list = ["pgoutput", "test_decoding"] }
         if !list.contains("mmlite") { list.append("mmlite") }
         return list.joined(separator: ", ")
+    }
+
+    /// The same as ALTER SYSTEM: a list setting takes one literal per element
+    /// (one literal holding the whole list would be read as a single name).
+    public static func outputPluginLibrariesAlterSystem(current: String?) -> String {
+        let items = outputPluginLibrariesValue(current: current).split(separator: ",").map { "'\($0.trimming(" "))'" }
+        return "ALTER SYSTEM SET output_plugin_libraries = \(items.joined(separator: ", "));"
     }
 
     /// The exact postgresql.conf line that allows the plugin.

@@ -6,7 +6,7 @@ import PostgresClient
 import Testing
 
 @Suite("mmlite against real clusters", .enabled(if: installation != nil))
-struct MeshTests {
+struct CLIMeshTests {
     @Test("three fresh nodes: doctor passes, apply builds the mesh, writes reach everyone, apply again changes nothing, status shows 6 healthy links")
     func threeNodeMesh() throws {
         let mesh = try TestMesh(3)
@@ -115,20 +115,9 @@ struct MeshTests {
         var output = ""
         if let executable, FileManager.default.isExecutableFile(atPath: executable) {
             // The real program, so the clusters must survive its exit.
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["sandbox", "up", "--nodes", "2", "--dir", directory]
-            let logPath = "/tmp/mmlite-sbx-test-\(getpid()).out"
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-            defer { try? FileManager.default.removeItem(atPath: logPath) }
-            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-            process.standardOutput = log
-            process.standardError = log
-            try process.run()
-            process.waitUntilExit()
-            try log.close()
-            output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            #expect(process.terminationStatus == 0, "\(output)")
+            let (status, text) = try spawnAndWait([executable, "sandbox", "up", "--nodes", "2", "--dir", directory])
+            output = text
+            #expect(status == 0, "\(output)")
         } else {
             let buffer = OutputBuffer()
             let code = runMMLite(["sandbox", "up", "--nodes", "2", "--dir", directory], context: Context(console: buffer.console()))

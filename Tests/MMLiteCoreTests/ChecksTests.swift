@@ -50,6 +50,7 @@ struct ChecksTests {
         #expect(failure.check == "plugin")
         #expect(failure.fix?.contains("output_plugin_libraries = 'pgoutput, test_decoding, mmlite'") == true)
         #expect(failure.fix?.contains("a reload is enough") == true)
+        #expect(failure.fix?.contains("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', 'mmlite';") == true)
         #expect(Checks.outputPluginLibrariesLine(current: "pgoutput") == "output_plugin_libraries = 'pgoutput, mmlite'")
     }
 

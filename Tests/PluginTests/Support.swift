@@ -153,15 +153,25 @@ func expectCleanLogs(_ nodes: [Cluster], sourceLocation: SourceLocation = #_sour
     }
 }
 
-/// Runs `work` for each index concurrently on its own thread and waits for all.
+/// Runs `work` for each index at the same time, each on its own thread (not
+/// DispatchQueue.concurrentPerform: that runs at most one per core, and on a
+/// 2-core machine a third worker would wait for the first two to finish), and
+/// waits for all of them. Rethrows the first error.
 func concurrently(_ count: Int, _ work: @escaping (Int) throws -> Void) throws {
     let lock = NSLock()
     var failures: [Error] = []
-    DispatchQueue.concurrentPerform(iterations: count) { index in
-        do { try work(index) } catch {
-            lock.lock(); failures.append(error); lock.unlock()
+    let finished = DispatchSemaphore(value: 0)
+    for index in 0..<count {
+        let thread = Thread {
+            do { try work(index) } catch {
+                lock.lock(); failures.append(error); lock.unlock()
+            }
+            finished.signal()
         }
+        thread.stackSize = 4 << 20
+        thread.start()
     }
+    for _ in 0..<count { finished.wait() }
     if let first = failures.first { throw first }
 }
 
