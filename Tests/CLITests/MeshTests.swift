@@ -107,7 +107,9 @@ struct CLIMeshTests {
 
     @Test("sandbox up builds a working mesh that outlives mmlite; sandbox down removes it")
     func sandbox() throws {
-        let directory = "/tmp/mmlite-sbx-test-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+        // Named like the harness's folders: the owner.pid written below lets
+        // ClusterHarness.reapAbandoned() remove it if this test process dies.
+        let directory = "/tmp/mmlite-h-\(getpid())-sandbox-\(UInt32.random(in: 0..<UInt32.max))"
         defer {
             _ = runMMLite(["sandbox", "down", "--dir", directory], context: Context(console: OutputBuffer().console()))
         }
@@ -124,6 +126,7 @@ struct CLIMeshTests {
             output = buffer.all
             #expect(code == 0, "\(output)")
         }
+        try? "\(getpid())\n".write(toFile: directory + "/owner.pid", atomically: true, encoding: .utf8)
         #expect(output.contains("The sandbox is ready"))
         #expect(output.contains("psql \"host=127.0.0.1 port="))
         let config = try MeshConfig.parse(try String(contentsOfFile: directory + "/mmlite.toml", encoding: .utf8))

@@ -5,11 +5,15 @@ import MMLiteCore
 import PostgresClient
 import Testing
 
-/// The PostgreSQL these tests run on: the first of `MMLITE_PG_CONFIGS`, else
-/// Debian's PostgreSQL 15 (the CLI's behaviour does not depend on the major
-/// except for the filter choice, which the unit tests cover).
+/// The PostgreSQL these tests run on: PostgreSQL 15 (the production default
+/// on Debian 12) if `MMLITE_PG_CONFIGS` has it, else its first entry, else
+/// Debian's PostgreSQL 15. The CLI's behaviour does not depend on the major
+/// except for the filter choice, which the unit tests cover.
 let installation: PGInstallation? = {
-    do { return try PGInstallation.fromEnvironment().first } catch {
+    do {
+        let all = try PGInstallation.fromEnvironment()
+        return all.first { $0.major == 15 } ?? all.first
+    } catch {
         print("CLITests: no PostgreSQL installation: \(error)")
         return nil
     }

@@ -34,13 +34,13 @@ struct OriginalProcedureTests {
         return (fromNode1, fromNode2)
     }
 
-    func run(_ installation: PGInstallation, preexistingRows: Int) throws {
+    func run(_ installation: PGInstallation, preexistingRows: Int, reverseSlotAfterCopy: Bool = false) throws {
         try withClusters(2, installation) { nodes in
             let (node1, node2) = (nodes[0], nodes[1])
             if preexistingRows > 0 {
                 try node1.execute("INSERT INTO users SELECT g, 'before-' || g, NULL FROM generate_series(1, \(preexistingRows)) g")
             }
-            try originalProcedure(node1: node1, node2: node2)
+            try originalProcedure(node1: node1, node2: node2, reverseSlotAfterCopy: reverseSlotAfterCopy)
             #expect(try node2.scalar("SELECT count(*) FROM users") == "\(preexistingRows)", "copy_data = true copied node1's rows")
 
             let (fromNode1, fromNode2) = try writeOnBoth(node1: node1, node2: node2)
@@ -63,10 +63,38 @@ struct OriginalProcedureTests {
         print(label(installation, "original procedure, empty tables: passed"))
     }
 
-    @Test("rows already on node1, copied by copy_data = true", arguments: installations)
+    /// PostgreSQL 14+ tag the rows the table-sync worker copies with an origin,
+    /// so the procedure works as written.
+    @Test("rows already on node1, copied by copy_data = true (14+)", arguments: installations.filter { $0.major >= 14 })
     func preexistingRows(_ installation: PGInstallation) throws {
         try run(installation, preexistingRows: 1000)
         print(label(installation, "original procedure, 1000 pre-existing rows: passed"))
+    }
+
+    /// PostgreSQL 13's table-sync worker copies without an origin: with the
+    /// procedure as written, node2's slot for node1 (created before the copy)
+    /// sends the copied rows back and node1 stops on a duplicate key. This is
+    /// the original README's caveat, measured.
+    @Test("PostgreSQL 13: the procedure as written echoes copied rows", arguments: installations.filter { $0.major == 13 })
+    func copyEchoesOn13(_ installation: PGInstallation) throws {
+        try withClusters(2, installation) { nodes in
+            let (node1, node2) = (nodes[0], nodes[1])
+            try node1.execute("INSERT INTO users SELECT g, 'before-' || g, NULL FROM generate_series(1, 100) g")
+            try originalProcedure(node1: node1, node2: node2)
+            let echoed = waitUntil(timeout: 60) {
+                node1.serverLog().contains("duplicate key value violates unique constraint \"users_pkey\"")
+            }
+            #expect(echoed, "the copied rows came back to node1")
+        }
+        print(label(installation, "original procedure echoes copied rows on 13: confirmed"))
+    }
+
+    /// mmlite's documented order, safe on every major including 13: create the
+    /// reverse slot only after the copy finished.
+    @Test("rows already on node1, reverse slot created after the copy (all majors)", arguments: installations)
+    func preexistingRowsSafeOrder(_ installation: PGInstallation) throws {
+        try run(installation, preexistingRows: 1000, reverseSlotAfterCopy: true)
+        print(label(installation, "safe procedure, 1000 pre-existing rows: passed"))
     }
 
     /// Proves the tests above can fail: the same procedure with plain pgoutput
@@ -79,7 +107,9 @@ struct OriginalProcedureTests {
             try originalProcedure(node1: node1, node2: node2, plugin: "pgoutput")
             try node1.execute("INSERT INTO users VALUES (1, 'one', NULL)")
             let echoed = waitUntil(timeout: 60) {
-                node1.serverLog().contains("duplicate key value violates unique constraint \"users_pkey\"")
+                let log = node1.serverLog()
+                return log.contains("duplicate key value violates unique constraint \"users_pkey\"")
+                    || log.contains("conflict=insert_exists")  // PostgreSQL 18 words it so
             }
             #expect(echoed, "node1's own insert came back from node2 and failed on the duplicate key")
             #expect(try appliedChanges(on: node1).contains("users INSERT 1") == false,

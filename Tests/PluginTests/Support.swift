@@ -65,18 +65,28 @@ func withClusters(_ count: Int, _ installation: PGInstallation, settings: [Strin
 /// The original mmlite README, as written there, for nodes `publisher`(node1)
 /// and `subscriber`(node2): each publishes the tables and creates a slot for the
 /// other; node2 subscribes with copy_data = true, then node1 without copy.
+///
+/// `reverseSlotAfterCopy` is mmlite's safe order for PostgreSQL 13, whose
+/// table-sync worker writes copied rows without a replication origin: node2's
+/// slot for node1 is created only once the copy has finished, so the copied
+/// rows lie before the slot's start and are never sent back.
 func originalProcedure(node1: Cluster, node2: Cluster, plugin: String = "mmlite",
-                       subscriptionOptions: String = "") throws {
+                       subscriptionOptions: String = "", reverseSlotAfterCopy: Bool = false) throws {
     let tables = "users, departments, events, marks"
     try node1.execute("CREATE PUBLICATION node1 FOR TABLE \(tables)")
     try node1.execute("SELECT pg_create_logical_replication_slot('node2', '\(plugin)')")
     try node2.execute("CREATE PUBLICATION node2 FOR TABLE \(tables)")
-    try node2.execute("SELECT pg_create_logical_replication_slot('node1', '\(plugin)')")
+    if !reverseSlotAfterCopy {
+        try node2.execute("SELECT pg_create_logical_replication_slot('node1', '\(plugin)')")
+    }
     try node2.execute("""
         CREATE SUBSCRIPTION from_node1 CONNECTION '\(node1.conninfo)' PUBLICATION node1
         WITH (copy_data = true, create_slot = false, slot_name = 'node2'\(subscriptionOptions))
         """)
     try waitForTableSync(node2)
+    if reverseSlotAfterCopy {
+        try node2.execute("SELECT pg_create_logical_replication_slot('node1', '\(plugin)')")
+    }
     try node1.execute("""
         CREATE SUBSCRIPTION from_node2 CONNECTION '\(node2.conninfo)' PUBLICATION node2
         WITH (copy_data = false, create_slot = false, slot_name = 'node1'\(subscriptionOptions))
