@@ -41,6 +41,8 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "mmlite", dependencies: ["MMLiteCLI"]),
+        // bench/run: decode, mesh, join and conflict benchmarks on throwaway clusters.
+        .executableTarget(name: "mmlite-bench", dependencies: ["ClusterHarness", "PostgresClient"]),
         .testTarget(name: "MMLiteCoreTests", dependencies: ["MMLiteCore"]),
         .testTarget(name: "CLITests", dependencies: ["MMLiteCLI", "MMLiteCore", "PostgresClient", "ClusterHarness"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "ClusterHarness"]),

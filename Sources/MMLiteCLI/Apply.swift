@@ -21,10 +21,24 @@ struct Apply {
             return .unavailable
         }
 
-        let planner = Planner(config: config, tables: preflight.tables)
-        let plan: Plan
+        // Conflict handling (docs/conflicts.md): opted-in tables are published
+        // through their change tables, installed before the publication needs them.
+        let conflicts = ConflictSetup(config: config, tables: preflight.tables, connections: preflight.connections)
+        if !conflicts.problems.isEmpty {
+            for problem in conflicts.problems { console.error("mmlite: conflict handling: \(problem)") }
+            console.error("Nothing was changed.")
+            return .failure
+        }
+        let planner = Planner(config: config, tables: conflicts.publishedTables)
+        var plan: Plan
         do {
             plan = try planner.plan(states: preflight.states)
+            // Only on members: a node that has not joined gets it when it joins (with its copy).
+            plan.steps = try conflicts.steps(nodes: Membership.members(config: config, states: preflight.states)) + plan.steps
+        } catch let error as ConflictSQL.GenerationError {
+            console.error("mmlite: conflict handling: \(error.message)")
+            console.error("Nothing was changed.")
+            return .failure
         } catch let error as PlanError {
             console.error("mmlite: cannot plan: \(error.message)")
             console.error("Nothing was changed.")

@@ -40,7 +40,7 @@ struct MMLite: ParsableCommand {
         `mmlite doctor`, then `mmlite apply`, then `mmlite status`. See docs/cli.md.
         """,
         version: MMLiteCore.version,
-        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, SandboxCommand.self]
+        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, JoinCommand.self, PartCommand.self, SandboxCommand.self]
     )
 }
 
@@ -123,13 +123,14 @@ struct StatusCommand: ParsableCommand, MMLiteRunnable {
     @Option(help: ArgumentHelp("Lag (bytes) from which a link is critical.", valueName: "bytes")) var criticalLagBytes: UInt64 = 1024 * 1024 * 1024
     @Option(help: ArgumentHelp("Lag (seconds) from which a link is a warning.", valueName: "seconds")) var warningLagSeconds: Double = 60
     @Option(help: ArgumentHelp("Lag (seconds) from which a link is critical.", valueName: "seconds")) var criticalLagSeconds: Double = 600
+    @Option(help: ArgumentHelp("WAL a slot retains from which a link is a warning.", valueName: "bytes")) var warningRetainedBytes: UInt64 = 1024 * 1024 * 1024
 
     func execute(_ context: Context) throws -> ExitStatus {
         global.prepare(context)
         let thresholds = Thresholds(warningBytes: warningLagBytes, criticalBytes: criticalLagBytes,
                                     warningSeconds: warningLagSeconds, criticalSeconds: criticalLagSeconds)
         do {
-            return try Status(configPath: global.config, format: format, check: check, thresholds: thresholds, context: context).run()
+            return try Status(configPath: global.config, format: format, check: check, thresholds: thresholds, context: context, retainedWarningBytes: warningRetainedBytes).run()
         } catch let error as CLIError where check {
             context.console.error("mmlite: " + error.message)
             return .unknown

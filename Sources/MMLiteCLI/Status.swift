@@ -17,6 +17,8 @@ struct Status {
     let check: Bool
     let thresholds: Thresholds
     let context: Context
+    /// WAL a slot may retain before status warns (a subscriber gone for good: `part --force`).
+    var retainedWarningBytes: UInt64 = 1 << 30
 
     func run() throws -> ExitStatus {
         let console = context.console
@@ -105,7 +107,13 @@ struct Status {
                     status.subscriptionExists = false
                 }
             }
-            let (health, problems) = status.evaluate(thresholds)
+            var (health, problems) = status.evaluate(thresholds)
+            if let retained = status.retainedBytes, retained >= retainedWarningBytes {
+                health = max(health, .warning)
+                problems.append("slot \(status.slot) retains \(formatBytes(retained)) of WAL on \(link.publisher)" + (status.subscriberReachable ? "" : "; if \(link.subscriber) is gone for good: mmlite part \(link.subscriber) --force"))
+            } else if !status.subscriberReachable && status.slotExists == true {
+                problems.append("\(link.publisher)'s slot \(status.slot) keeps WAL for \(link.subscriber) while it is unreachable; if it is gone for good: mmlite part \(link.subscriber) --force")
+            }
             links.append((status, health, problems))
         }
         var overall = links.map(\.1).max() ?? .ok

@@ -62,8 +62,8 @@ public enum FilterMode: String, Sendable, Equatable, CaseIterable {
     case originNone = "origin-none"
 }
 
-/// Per-table settings. Conflict policies are issue 6 (parsed and kept, not
-/// yet installed).
+/// Per-table settings. A conflict policy opts the table in to conflict
+/// handling, which `mmlite apply` installs (Conflict.swift, docs/conflicts.md).
 public struct TableSettings: Sendable, Equatable {
     public var conflicts: ConflictPolicy?
     public init(conflicts: ConflictPolicy? = nil) { self.conflicts = conflicts }

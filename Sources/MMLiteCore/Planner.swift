@@ -3,6 +3,8 @@ public struct Step: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable, Equatable {
         case createPublication, addTables, dropTables, createSlot, createSubscription
         case refreshSubscription, setSubscriptionConnection, setSubscriptionOrigin
+        /// Conflict-handling objects for opted-in tables (issue 6, Conflict.swift).
+        case installConflicts
     }
 
     public var node: String
@@ -76,16 +78,23 @@ public struct Planner: Sendable {
                               subscriberMajor: states[link.subscriber]?.major ?? 0)
     }
 
-    /// The plan. `states` must hold every configured node.
-    public func plan(states: [String: NodeState]) throws -> Plan {
-        let nodeNames = config.nodes.map(\.name)
-        for name in nodeNames where states[name] == nil {
+    /// The plan. `states` must hold every configured node. The mesh is built
+    /// over `members` (default: `Membership.members`, which leaves out
+    /// configured nodes that have not joined a running mesh; `join` adds them).
+    public func plan(states: [String: NodeState], members: [String]? = nil) throws -> Plan {
+        let configured = config.nodes.map(\.name)
+        for name in configured where states[name] == nil {
             throw PlanError(message: "no observed state for node \(name)")
         }
+        let nodeNames = members ?? Membership.members(config: config, states: states)
         var publicationSteps: [Step] = []
         var slotSteps: [Step] = []
         var subscriptionSteps: [Step] = []
         var notes: [String] = []
+        for name in configured where !nodeNames.contains(name) {
+            let source = nodeNames.first.map { " --from \($0)" } ?? ""
+            notes.append("\(name) has not joined the mesh (no publication \(names.publication) on it); apply leaves it out. Add it with its data: mmlite join \(name)\(source)")
+        }
         let desired = Set(tables)
         let publication = names.publication
 
@@ -191,12 +200,12 @@ public struct Planner: Sendable {
         for name in nodeNames {
             guard let state = states[name] else { continue }
             for slot in state.slots.keys.sorted() {
-                if let subscriber = names.subscriber(ofSlot: slot), !nodeNames.contains(subscriber) {
+                if let subscriber = names.subscriber(ofSlot: slot), !configured.contains(subscriber) {
                     notes.append("\(name): slot \(slot) is for \(subscriber), which is not in the config; it retains WAL until dropped (mmlite part)")
                 }
             }
             for subscription in state.subscriptions.keys.sorted() {
-                if let publisher = names.publisher(ofSubscription: subscription), !nodeNames.contains(publisher) {
+                if let publisher = names.publisher(ofSubscription: subscription), !configured.contains(publisher) {
                     notes.append("\(name): subscription \(subscription) reads from \(publisher), which is not in the config")
                 }
             }

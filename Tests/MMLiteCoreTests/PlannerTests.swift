@@ -52,7 +52,7 @@ func simulate(_ plan: Plan, on states: inout [String: NodeState], tables: [Quali
         case .refreshSubscription:
             let name = String(step.sql.split(separator: " ")[2])
             state.subscriptions[name]?.tables = Set(tables)
-        case .setSubscriptionConnection, .setSubscriptionOrigin: break
+        case .setSubscriptionConnection, .setSubscriptionOrigin, .installConflicts: break
         }
         states[step.node] = state
     }

@@ -1,0 +1,86 @@
+import MMLiteCore
+import PostgresClient
+
+/// What `mmlite apply` needs for conflict handling (docs/conflicts.md): the
+/// opted-in tables as the catalog describes them, and what each node has
+/// installed already.
+struct ConflictSetup {
+    let config: MeshConfig
+    /// The mesh's tables (wildcards resolved).
+    let tables: [QualifiedName]
+    var described: [ConflictSQL.Table] = []
+    var observed: [String: [String: String]] = [:]
+    var problems: [String] = []
+
+    init(config: MeshConfig, tables: [QualifiedName], connections: Connections) {
+        self.config = config
+        self.tables = tables
+        let optedIn = tables.filter { config.tableSettings[$0]?.conflicts != nil }
+        for name in optedIn {
+            let policy = config.tableSettings[name]?.conflicts ?? .lastUpdateWins
+            var found = false
+            for node in config.nodes {
+                guard let connection = connections[node.name] else { continue }
+                do {
+                    let columns = try Self.columns(of: name, connection)
+                    guard !columns.isEmpty else { continue }
+                    let table = ConflictSQL.Table(name: name, columns: columns, policy: policy)
+                    try ConflictSQL.validate(table)
+                    described.append(table)
+                    found = true
+                } catch let error as ConflictSQL.GenerationError {
+                    problems.append(error.message)
+                    found = true
+                } catch {
+                    problems.append("\(node.name): cannot read \(name.sql): \(error)")
+                    found = true
+                }
+                break
+            }
+            if !found { problems.append("\(name.sql) opts in to conflict handling but exists on no reachable node") }
+        }
+        for node in config.nodes {
+            guard let connection = connections[node.name] else { continue }
+            if let registry = Self.registry(connection) { observed[node.name] = registry }
+        }
+    }
+
+    /// The tables the publication should hold.
+    var publishedTables: [QualifiedName] {
+        ConflictSQL.publishedTables(tables, settings: config.tableSettings)
+    }
+
+    func steps(nodes: [String]) throws -> [Step] {
+        try ConflictPlanner(tables: described).steps(nodes: nodes, observed: observed)
+    }
+
+    /// Columns with primary-key positions; types printed as the apply worker
+    /// (search_path = '') reads them.
+    static func columns(of table: QualifiedName, _ connection: PGConnection) throws -> [ConflictSQL.Column] {
+        try connection.execute("BEGIN; SET LOCAL search_path TO ''")
+        defer { _ = try? connection.execute("ROLLBACK") }
+        let result = try connection.query("""
+            SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                   pg_catalog.array_position(i.indkey::int2[], a.attnum), a.attgenerated <> '', a.attidentity = 'a'
+            FROM pg_catalog.pg_attribute a
+            LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+            WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum
+            """, [table.sql])
+        return result.rows.compactMap { row in
+            guard let name = row[0], let type = row[1] else { return nil }
+            return ConflictSQL.Column(name: name, type: type, keyPosition: row[2].flatMap { Int($0) },
+                                      generated: row[3] == "t", identityAlways: row[4] == "t")
+        }
+    }
+
+    /// `mmlite.conflict_tables` on a node, nil when it does not exist.
+    static func registry(_ connection: PGConnection) -> [String: String]? {
+        guard let exists = try? connection.query("SELECT to_regclass('mmlite.conflict_tables') IS NOT NULL").scalar,
+              exists == "t",
+              let rows = try? connection.query("SELECT table_name, definition FROM mmlite.conflict_tables") else { return nil }
+        var result: [String: String] = [:]
+        for row in rows.rows { if let name = row[0], let definition = row[1] { result[name] = definition } }
+        return result
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: time
+
+/// Seconds on a monotonic clock.
+func monotonicSeconds() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+}
+
+/// Runs `body` and returns how long it took, in seconds.
+func timed(_ body: () throws -> Void) rethrows -> Double {
+    let start = monotonicSeconds()
+    try body()
+    return monotonicSeconds() - start
+}
+
+func sleepSeconds(_ seconds: Double) {
+    if seconds > 0 { usleep(UInt32(seconds * 1_000_000)) }
+}
+
+// MARK: statistics
+
+/// Median, min and max of several runs.
+struct Stat: Codable {
+    var values: [Double]
+    init(_ values: [Double]) { self.values = values }
+    var isEmpty: Bool { values.isEmpty }
+    var median: Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+    }
+    var min: Double { values.min() ?? .nan }
+    var max: Double { values.max() ?? .nan }
+}
+
+func geometricMean(_ values: [Double]) -> Double {
+    let positive = values.filter { $0 > 0 && $0.isFinite }
+    guard !positive.isEmpty else { return .nan }
+    return exp(positive.map { log($0) }.reduce(0, +) / Double(positive.count))
+}
+
+// MARK: formatting
+
+func fmt(_ value: Double, _ digits: Int = 2) -> String {
+    guard value.isFinite else { return "n/a" }
+    return String(format: "%.\(digits)f", value)
+}
+
+/// 12345678 -> "12.3 M", 12345 -> "12.3 k".
+func human(_ value: Double) -> String {
+    guard value.isFinite else { return "n/a" }
+    if abs(value) >= 1e6 { return String(format: "%.2f M", value / 1e6) }
+    if abs(value) >= 1e4 { return String(format: "%.1f k", value / 1e3) }
+    return String(format: "%.0f", value)
+}
+
+/// 500000 -> "500k", 1000000 -> "1M", 50000 -> "50k".
+func compact(_ value: Int) -> String {
+    if value >= 1_000_000 && value % 100_000 == 0 { return value % 1_000_000 == 0 ? "\(value / 1_000_000)M" : String(format: "%.1fM", Double(value) / 1e6) }
+    if value >= 1000 && value % 1000 == 0 { return "\(value / 1000)k" }
+    return String(value)
+}
+
+func bytesHuman(_ value: Double) -> String {
+    guard value.isFinite else { return "n/a" }
+    if value >= 1_048_576 { return String(format: "%.1f MB", value / 1_048_576) }
+    if value >= 1024 { return String(format: "%.0f kB", value / 1024) }
+    return String(format: "%.0f B", value)
+}
+
+/// "median (min–max)".
+func mmm(_ stat: Stat, _ digits: Int = 2, _ transform: (Double) -> String = { fmt($0, 2) }) -> String {
+    guard !stat.isEmpty else { return "n/a" }
+    if stat.values.count == 1 { return transform(stat.median) }
+    return "\(transform(stat.median)) (\(transform(stat.min))–\(transform(stat.max)))"
+}
+
+// MARK: logging
+
+/// Progress on stderr, so stdout keeps the report and the summary lines.
+func say(_ message: String) {
+    let elapsed = Int(monotonicSeconds() - benchStart)
+    FileHandle.standardError.write(Data(("[\(elapsed / 60)m\(String(format: "%02d", elapsed % 60))s] " + message + "\n").utf8))
+}
+
+/// When this process started (for the progress lines).
+let benchStart = monotonicSeconds()
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+// MARK: processes
+
+/// A child process started with posix_spawn (not Foundation's Process: a child
+/// that starts a server would keep Process's descriptor open). Its stdout and
+/// stderr go to files.
+final class Child {
+    let arguments: [String]
+    let pid: pid_t
+    let outputPath: String
+    let errorPath: String
+    private(set) var exitCode: Int32?
+
+    init(_ arguments: [String], outputPath: String, errorPath: String, environment: [String: String] = [:]) throws {
+        guard !arguments.isEmpty else { throw BenchError("empty command") }
+        self.arguments = arguments
+        self.outputPath = outputPath
+        self.errorPath = errorPath
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        let envStrings = env.map { "\($0.key)=\($0.value)" }
+        let command = arguments[0].hasPrefix("/") ? arguments : ["/usr/bin/env"] + arguments
+        let argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = envStrings.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
+        guard spawned == 0 else {
+            throw BenchError("could not run \(arguments[0]): \(String(cString: strerror(spawned)))")
+        }
+        self.pid = pid
+    }
+
+    /// The exit code once the process has ended (nil while it runs), without blocking.
+    func poll() -> Int32? {
+        if let exitCode { return exitCode }
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid { exitCode = Self.decode(status) }
+        return exitCode
+    }
+
+    @discardableResult
+    func wait() -> Int32 {
+        if let exitCode { return exitCode }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        exitCode = Self.decode(status)
+        return exitCode ?? -1
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+
+    private static func decode(_ status: Int32) -> Int32 {
+        (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
+
+/// Runs a command to completion; returns (exit code, stdout, stderr).
+func runProgram(_ arguments: [String], workDirectory: String, environment: [String: String] = [:]) throws -> (code: Int32, out: String, err: String) {
+    let stem = workDirectory + "/cmd-\(UInt32.random(in: 0..<UInt32.max))"
+    let child = try Child(arguments, outputPath: stem + ".out", errorPath: stem + ".err", environment: environment)
+    let code = child.wait()
+    let result = (code, child.output, child.errorOutput)
+    unlink(stem + ".out"); unlink(stem + ".err")
+    return result
+}
+
+/// Single-quoted for a POSIX shell.
+func shellQuote(_ value: String) -> String {
+    "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
+
+/// Single-quoted SQL literal.
+func sqlLiteral(_ value: String) -> String {
+    "'" + value.replacingOccurrences(of: "'", with: "''") + "'"
+}

@@ -1,0 +1,366 @@
+import ClusterHarness
+import Foundation
+import MMLiteCLI
+import MMLiteCore
+import PostgresClient
+import Testing
+
+/// Two tables with the same shape: `accounts` opts in to conflict handling,
+/// `plain` does not (the control that shows the tests can fail).
+let conflictSchema = """
+CREATE TABLE public.accounts (id int PRIMARY KEY, owner text, balance int);
+CREATE TABLE public.plain (id int PRIMARY KEY, owner text, balance int);
+"""
+
+extension TestMesh {
+    /// A 3-node mesh built by `mmlite apply`, `accounts` opted in with `policy`.
+    static func conflictMesh(policy: String = "last-update-wins") throws -> TestMesh {
+        let mesh = try TestMesh(3, schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema])
+        try mesh.writeConflictConfig(policy: policy)
+        let apply = mesh.mmlite(["apply"])
+        guard apply.code == 0 else { throw HarnessError("apply failed: \(apply)") }
+        return mesh
+    }
+
+    func writeConflictConfig(policy: String) throws {
+        try writeConfig(tables: ["public.accounts", "public.plain"], extraNodes: """
+
+            [tables."public.accounts"]
+            conflicts = "\(policy)"
+
+            """)
+    }
+
+    /// Stops (or restarts) every subscription on node `index`: it receives nothing meanwhile.
+    func setReceiving(_ index: Int, _ enabled: Bool) throws {
+        for other in 1...clusters.count where other != index {
+            try self[index].execute("ALTER SUBSCRIPTION mmlite_shop_from_n\(other) \(enabled ? "ENABLE" : "DISABLE")")
+        }
+    }
+
+    /// Stops or restarts only the link publisher -> subscriber.
+    func setLink(from publisher: Int, to subscriber: Int, _ enabled: Bool) throws {
+        try self[subscriber].execute("ALTER SUBSCRIPTION mmlite_shop_from_n\(publisher) \(enabled ? "ENABLE" : "DISABLE")")
+    }
+
+    func rows(_ index: Int, _ table: String = "accounts", where condition: String = "true") throws -> String {
+        try self[index].scalar("SELECT coalesce(string_agg(id || ':' || coalesce(owner, '-') || ':' || coalesce(balance::text, '-'), ',' ORDER BY id), '') FROM public.\(table) WHERE \(condition)") ?? ""
+    }
+
+    /// Waits until every node holds `expected` for the rows matching `condition`.
+    func expectEverywhere(_ expected: String, where condition: String, table: String = "accounts",
+                          sourceLocation: SourceLocation = #_sourceLocation) {
+        let ok = waitUntil(timeout: 30) { try (1...clusters.count).allSatisfy { try rows($0, table, where: condition) == expected } }
+        let seen = (1...clusters.count).map { (try? rows($0, table, where: condition)) ?? "?" }
+        #expect(ok, "expected \(expected) everywhere, have \(seen)", sourceLocation: sourceLocation)
+    }
+
+    /// Waits until every slot has confirmed every local write made so far.
+    func quiesce(timeout: Double = 60) -> Bool {
+        let targets = clusters.map { (try? $0.scalar("SELECT pg_current_wal_lsn()")) ?? nil }
+        return waitUntil(timeout: timeout) {
+            try clusters.indices.allSatisfy { index in
+                guard let target = targets[index] else { return false }
+                return try clusters[index].scalar("""
+                    SELECT bool_and(confirmed_flush_lsn >= '\(target)'::pg_lsn) AND count(*) = \(clusters.count - 1)
+                    FROM pg_replication_slots WHERE slot_name LIKE 'mmlite_shop_%'
+                    """) == "t"
+            }
+        }
+    }
+
+    func conflictCount(_ index: Int, where condition: String = "true") throws -> Int {
+        Int(try self[index].scalar("SELECT count(*) FROM mmlite.conflicts WHERE \(condition)") ?? "0") ?? 0
+    }
+}
+
+@Suite("conflict handling on a 3-node mesh", .enabled(if: installation != nil), .serialized)
+struct ConflictTests {
+    @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge")
+    func pairings() throws {
+        let mesh = try TestMesh.conflictMesh()
+        // The user table left the publication; its change table replaced it.
+        #expect(try mesh[1].scalar("SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = 'mmlite_shop'") == "mmlite.public.accounts$changes,public.plain")
+        #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
+
+        // Plain replication of an opted-in table still works.
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (1, 'ann', 10)")
+        mesh.expectEverywhere("1:ann:10", where: "id = 1")
+        try mesh[2].execute("UPDATE public.accounts SET balance = 11 WHERE id = 1")
+        mesh.expectEverywhere("1:ann:11", where: "id = 1")
+        try mesh[3].execute("DELETE FROM public.accounts WHERE id = 1")
+        mesh.expectEverywhere("", where: "id = 1")
+        #expect(try mesh.conflictCount(1) + mesh.conflictCount(2) + mesh.conflictCount(3) == 0, "causal writes are not conflicts")
+
+        // insert/insert: both nodes insert key 10 while cut off; n2 writes later and wins.
+        try mesh.setReceiving(1, false); try mesh.setReceiving(2, false)
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (10, 'from n1', 1)")
+        try mesh[2].execute("INSERT INTO public.accounts VALUES (10, 'from n2', 2)")
+        // update/update on key 11 (existing everywhere, written before the cut-off on n3).
+        try mesh[3].execute("INSERT INTO public.accounts VALUES (11, 'base', 0), (12, 'base', 0), (13, 'base', 0)")
+        try mesh.setReceiving(1, true); try mesh.setReceiving(2, true)
+        mesh.expectEverywhere("10:from n2:2,11:base:0,12:base:0,13:base:0", where: "id BETWEEN 10 AND 13")
+        #expect(try mesh.conflictCount(1, where: "key = '{\"id\": 10}' AND kind = 'insert_insert' AND winner = 'remote'") == 1)
+        #expect(try mesh.conflictCount(2, where: "key = '{\"id\": 10}' AND kind = 'insert_insert' AND winner = 'local'") == 1)
+
+        try mesh.setReceiving(1, false); try mesh.setReceiving(2, false); try mesh.setReceiving(3, false)
+        try mesh[1].execute("UPDATE public.accounts SET owner = 'n1' WHERE id = 11")       // update/update
+        try mesh[2].execute("UPDATE public.accounts SET owner = 'n2' WHERE id = 11")
+        try mesh[1].execute("UPDATE public.accounts SET owner = 'n1' WHERE id = 12")       // update, then a later delete
+        try mesh[3].execute("DELETE FROM public.accounts WHERE id = 12")
+        try mesh[2].execute("DELETE FROM public.accounts WHERE id = 13")                 // delete, then a later update
+        try mesh[3].execute("UPDATE public.accounts SET owner = 'n3' WHERE id = 13")
+        try mesh[1].execute("DELETE FROM public.accounts WHERE id = 10")                 // delete, then a later re-insert
+        try mesh[3].execute("DELETE FROM public.accounts WHERE id = 10; INSERT INTO public.accounts VALUES (10, 'again', 3)")
+        for index in 1...3 { try mesh.setReceiving(index, true) }
+        mesh.expectEverywhere("10:again:3,11:n2:0,13:n3:0", where: "id BETWEEN 10 AND 13")
+        #expect(try mesh.conflictCount(1, where: "key = '{\"id\": 11}' AND kind = 'update_update'") == 1)
+        #expect(try mesh.conflictCount(3, where: "key = '{\"id\": 13}' AND kind = 'update_delete' AND winner = 'local'") == 1)
+
+        // Update after a concurrent delete: n2 deletes, n3 (not having seen it)
+        // updates later. n1 applies the delete first, so the update arrives for
+        // a row that is gone there; it must still win everywhere.
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (20, 'x', 0)")
+        mesh.expectEverywhere("20:x:0", where: "id = 20")
+        try mesh.setLink(from: 3, to: 1, false); try mesh.setReceiving(2, false); try mesh.setReceiving(3, false)
+        try mesh[2].execute("DELETE FROM public.accounts WHERE id = 20")
+        #expect(waitUntil(timeout: 30) { try mesh.rows(1, where: "id = 20") == "" })
+        try mesh[3].execute("UPDATE public.accounts SET owner = 'y' WHERE id = 20")
+        try mesh.setLink(from: 3, to: 1, true); try mesh.setReceiving(2, true); try mesh.setReceiving(3, true)
+        mesh.expectEverywhere("20:y:0", where: "id = 20")
+        #expect(try mesh.conflictCount(1, where: "key = '{\"id\": 20}' AND kind = 'delete_update' AND winner = 'remote'") == 1)
+
+        // A change arriving before the row's insert from a third node: n1 inserts,
+        // n2 updates, n3 sees the update first.
+        try mesh.setLink(from: 1, to: 3, false)
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (30, 'new', 0)")
+        #expect(waitUntil(timeout: 30) { try mesh.rows(2, where: "id = 30") == "30:new:0" })
+        try mesh[2].execute("UPDATE public.accounts SET balance = 5 WHERE id = 30")
+        #expect(waitUntil(timeout: 30) { try mesh.rows(3, where: "id = 30") == "30:new:5" }, "the update arrives first and creates the row")
+        try mesh.setLink(from: 1, to: 3, true)
+        mesh.expectEverywhere("30:new:5", where: "id = 30")
+
+        // Clock skew: n3's clock is 10 s behind, yet its causally later write wins.
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (40, 'n1', 0)")
+        mesh.expectEverywhere("40:n1:0", where: "id = 40")
+        let skewed = try mesh[3].connect()
+        try skewed.execute("SET mmlite.clock_offset_ms = -10000; UPDATE public.accounts SET owner = 'n3 later' WHERE id = 40")
+        skewed.close()
+        mesh.expectEverywhere("40:n3 later:0", where: "id = 40")
+        #expect(try mesh[1].scalar("SELECT v_node || ':' || v_counter FROM mmlite.\"public.accounts$versions\" WHERE key = '{\"id\": 40}'") == "n3:1",
+                "the skewed node took the physical time of the version it replaced and counted up")
+
+        // Everything converged, versions included.
+        #expect(mesh.quiesce())
+        let fingerprints = try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }
+        #expect(Set(fingerprints).count == 1, "\(fingerprints)")
+        let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(key::text || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY key) FROM mmlite.\"public.accounts$versions\"") }
+        #expect(Set(versions).count == 1, "\(versions)")
+        let status = mesh.mmlite(["status", "--check"])
+        #expect(status.code == 0 && status.out.contains("6/6 links ok"), "\(status)")
+
+        // Control: the same update/update on the table that does not opt in diverges.
+        try mesh[1].execute("INSERT INTO public.plain VALUES (11, 'base', 0)")
+        mesh.expectEverywhere("11:base:0", where: "id = 11", table: "plain")
+        try mesh.setReceiving(1, false); try mesh.setReceiving(2, false)
+        try mesh[1].execute("UPDATE public.plain SET owner = 'n1' WHERE id = 11")
+        try mesh[2].execute("UPDATE public.plain SET owner = 'n2' WHERE id = 11")
+        try mesh.setReceiving(1, true); try mesh.setReceiving(2, true)
+        #expect(mesh.quiesce())
+        #expect(try mesh.rows(1, "plain") == "11:n2:0" && mesh.rows(2, "plain") == "11:n1:0",
+                "without conflict handling each node keeps the other's value")
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+
+        // Policy "error": a conflict stops the link; re-applying with
+        // last-update-wins re-installs the trigger and the retried transaction goes through.
+        try mesh.writeConflictConfig(policy: "error")
+        let toError = mesh.mmlite(["apply"])
+        #expect(toError.code == 0 && toError.out.contains("install conflict handling: public.accounts (error)"), "\(toError)")
+        try mesh.setReceiving(1, false); try mesh.setReceiving(2, false)
+        try mesh[1].execute("UPDATE public.accounts SET owner = 'e1' WHERE id = 11")
+        try mesh[2].execute("UPDATE public.accounts SET owner = 'e2' WHERE id = 11")
+        try mesh.setReceiving(1, true); try mesh.setReceiving(2, true)
+        #expect(waitUntil(timeout: 30) { mesh.logErrors().contains { $0.contains("mmlite: conflict on public.accounts key {\"id\": 11}") } })
+        #expect(try mesh.rows(1, where: "id = 11") == "11:e1:0", "n1 keeps its row while the link is stuck")
+        try mesh.writeConflictConfig(policy: "last-update-wins")
+        #expect(mesh.mmlite(["apply"]).code == 0)
+        mesh.expectEverywhere("11:e2:0", where: "id = 11")
+        #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
+
+        // Opting in a live table: `plain` (diverged above) moves from the
+        // publication to its change table; the next write repairs the row.
+        try mesh.writeConfig(tables: ["public.accounts", "public.plain"], extraNodes: """
+
+            [tables."public.accounts"]
+            conflicts = "last-update-wins"
+
+            [tables."public.plain"]
+            conflicts = "last-update-wins"
+
+            """)
+        let optIn = mesh.mmlite(["apply"])
+        #expect(optIn.code == 0 && optIn.out.contains("remove public.plain"), "\(optIn)")
+        #expect(try mesh[2].scalar("SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = 'mmlite_shop'") == "mmlite.public.accounts$changes,mmlite.public.plain$changes")
+        try mesh[3].execute("UPDATE public.plain SET balance = 7 WHERE id = 11")
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try mesh.rows($0, "plain", where: "id = 11").hasSuffix(":7") } })
+        #expect(try Set((1...3).map { try mesh.rows($0, "plain") }).count == 1, "n3's row replaced the diverged copies")
+        #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
+    }
+
+    @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge")
+    func randomWriters() throws {
+        let mesh = try TestMesh.conflictMesh()
+        let conninfos = mesh.clusters.map(\.conninfo)
+        var allWrites = 0
+        for seed in 1...5 {
+            let base = seed * 100
+            // Live links, then cut-off links (every node writes blind, so many conflicts).
+            for paused in [false, true] {
+                if paused { for index in 1...3 { try mesh.setReceiving(index, false) } }
+                let counts = try randomWorkload(conninfos: conninfos, table: "accounts", seed: UInt64(seed * 2 + (paused ? 1 : 0)), base: base, operations: 40)
+                allWrites += counts
+                if paused { for index in 1...3 { try mesh.setReceiving(index, true) } }
+            }
+            #expect(mesh.quiesce(), "seed \(seed): every link caught up")
+            let prints = try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }
+            #expect(Set(prints).count == 1, "seed \(seed): \(prints)")
+        }
+        #expect(allWrites > 300)
+        let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(key::text || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY key) FROM mmlite.\"public.accounts$versions\"") }
+        #expect(Set(versions).count == 1, "versions converge too")
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+
+        // Every version ever written is the final one of its key, or was
+        // overwritten by a write made on top of it, or lost a conflict that
+        // some node logged.
+        func set(_ sql: String) throws -> Set<String> {
+            try mesh.clusters.reduce(into: Set<String>()) { result, cluster in
+                for row in try cluster.execute(sql).rows { result.insert(row.map { $0 ?? "" }.joined(separator: "|")) }
+            }
+        }
+        let written = try set("SELECT key::text, v_ms, v_counter, node FROM mmlite.\"public.accounts$changes\"")
+        let replaced = try set("SELECT key::text, prev_ms, prev_counter, prev_node FROM mmlite.\"public.accounts$changes\" WHERE prev_ms IS NOT NULL")
+        let final = try set("SELECT key::text, v_ms, v_counter, v_node FROM mmlite.\"public.accounts$versions\"")
+        let lost = try set("""
+            SELECT key::text, v->>'ms', v->>'counter', v->>'node' FROM mmlite.conflicts,
+                   LATERAL (SELECT CASE winner WHEN 'remote' THEN local_version ELSE remote_version END) x(v)
+            WHERE table_name = 'public.accounts'
+            """)
+        #expect(written.count == allWrites, "the change tables hold every local write (\(written.count) of \(allWrites) statements)")
+        print("ConflictTests: \(written.count) writes, \(final.count) keys, \(replaced.count) overwritten in order, \(lost.count) lost a conflict")
+        let unaccounted = written.subtracting(final).subtracting(replaced).subtracting(lost)
+        #expect(unaccounted.isEmpty, "versions neither final, nor replaced, nor logged: \(unaccounted.sorted().prefix(10))")
+        #expect(lost.intersection(final).isEmpty, "a logged loser is never the final version")
+        #expect(lost.count > 20, "the cut-off phases produced conflicts (\(lost.count))")
+
+        // Pruning: change rows are not needed once committed (decoding reads WAL).
+        for cluster in mesh.clusters { try cluster.execute(ConflictSQL.prune(QualifiedName(schema: "public", name: "accounts"))) }
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (9999, 'after prune', 0)")
+        mesh.expectEverywhere("9999:after prune:0", where: "id = 9999")
+
+        // The control: the same kind of writes on the table that does not opt
+        // in diverge or stop replication.
+        for index in 1...3 { try mesh.setReceiving(index, false) }
+        _ = try randomWorkload(conninfos: conninfos, table: "plain", seed: 1, base: 0, operations: 40)
+        for index in 1...3 { try mesh.setReceiving(index, true) }
+        let stopped = waitUntil(timeout: 15) { mesh.logErrors().contains { $0.contains("duplicate key value") || $0.contains("conflict=insert_exists") } }
+        print("ConflictTests: without conflict handling: \(stopped ? "replication stopped on a duplicate key" : "checking divergence")")
+        if !stopped {
+            #expect(mesh.quiesce())
+            let prints = try mesh.clusters.map { try $0.fingerprint(of: "public.plain") }
+            #expect(Set(prints).count > 1, "without conflict handling the nodes diverge")
+        }
+    }
+}
+
+/// A rough overhead figure (not a timed test; run with MMLITE_CONFLICT_MEASURE=1):
+/// local writes and apply of a backlog, `accounts` (opted in) against `plain`.
+@Suite("conflict handling overhead", .enabled(if: installation != nil && ProcessInfo.processInfo.environment["MMLITE_CONFLICT_MEASURE"] != nil))
+struct ConflictOverhead {
+    @Test("local writes and apply backlog, opted in vs plain")
+    func measure() throws {
+        let mesh = try TestMesh.conflictMesh()
+        let rows = Int(ProcessInfo.processInfo.environment["MMLITE_CONFLICT_MEASURE"] ?? "") ?? 20000
+        func time(_ body: () throws -> Void) rethrows -> Double {
+            let start = Date(); try body(); return Date().timeIntervalSince(start)
+        }
+        var report: [String] = []
+        for table in ["plain", "accounts"] {
+            try mesh[2].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 DISABLE")
+            try mesh[3].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 DISABLE")
+            let insert = try time { try mesh[1].execute("INSERT INTO public.\(table) SELECT g, 'owner ' || g, g FROM generate_series(1, \(rows)) g") }
+            let update = try time { try mesh[1].execute("UPDATE public.\(table) SET balance = balance + 1") }
+            let single = try time {
+                let connection = try mesh[1].connect()
+                for id in 1...2000 { try connection.execute("UPDATE public.\(table) SET balance = balance + 1 WHERE id = \(id)") }
+                connection.close()
+            }
+            let apply = time {
+                _ = try? mesh[2].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 ENABLE")
+                _ = waitUntil(timeout: 300, interval: 0.02) { try mesh[2].scalar("SELECT count(*) FROM public.\(table) WHERE balance = id + 2 AND id <= 2000") == "2000" }
+            }
+            try mesh[3].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 ENABLE")
+            report.append(String(format: "%@: insert %d rows %.2fs, update all %.2fs, 2000 single-row updates %.2fs, n2 applies the backlog (%d inserts + %d updates + 2000) in %.2fs",
+                                 table, rows, insert, update, single, rows, rows, apply))
+        }
+        print("ConflictOverhead:\n  " + report.joined(separator: "\n  "))
+        #expect(mesh.quiesce())
+    }
+}
+
+/// Three writers at once (one per node, node 3 with its clock 3 s behind),
+/// each `operations` random upserts, updates and deletes over 20 keys from
+/// `base`. Returns how many statements changed a row.
+func randomWorkload(conninfos: [String], table: String, seed: UInt64, base: Int, operations: Int) throws -> Int {
+    let lock = NSLock()
+    let total = Unchecked(Counter())
+    let failures = Unchecked(Counter())
+    let finished = DispatchSemaphore(value: 0)
+    for (index, conninfo) in conninfos.enumerated() {
+        let thread = Thread {
+            defer { finished.signal() }
+            guard let connection = try? PGConnection(conninfo) else {
+                lock.lock(); failures.value.count += 1; lock.unlock(); return
+            }
+            defer { connection.close() }
+            if index == 2 { _ = try? connection.execute("SET mmlite.clock_offset_ms = -3000") }
+            var random = SplitMix64(seed: seed &* 31 &+ UInt64(index))
+            var changed = 0
+            for step in 0..<operations {
+                let key = base + Int(random.next() % 20)
+                let roll = random.next() % 10
+                let sql: String
+                if roll < 4 {
+                    sql = "INSERT INTO public.\(table) VALUES (\(key), 'n\(index + 1)-\(step)', \(step)) ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, balance = EXCLUDED.balance"
+                } else if roll < 8 {
+                    sql = "UPDATE public.\(table) SET owner = 'n\(index + 1)-\(step)', balance = balance + 1 WHERE id = \(key)"
+                } else {
+                    sql = "DELETE FROM public.\(table) WHERE id = \(key)"
+                }
+                // A deadlock with an apply worker (rare) rolls the statement back; skip it.
+                if let result = try? connection.execute(sql), (result.affectedRows ?? 0) > 0 { changed += 1 }
+            }
+            lock.lock(); total.value.count += changed; lock.unlock()
+        }
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+    for _ in conninfos { finished.wait() }
+    if failures.value.count > 0 { throw HarnessError("a writer could not connect") }
+    return total.value.count
+}
+
+final class Counter { var count = 0 }
+
+/// A small seeded generator (SplitMix64): the same seed, the same writes.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+}

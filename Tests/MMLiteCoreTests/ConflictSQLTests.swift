@@ -1,0 +1,82 @@
+import MMLiteCore
+import Testing
+
+let accounts = QualifiedName(schema: "public", name: "accounts")
+
+func accountsTable(_ policy: ConflictPolicy = .lastUpdateWins) -> ConflictSQL.Table {
+    ConflictSQL.Table(name: accounts, columns: [
+        .init(name: "id", type: "integer", keyPosition: 1),
+        .init(name: "owner", type: "text"),
+        .init(name: "balance", type: "integer"),
+        .init(name: "total", type: "integer", generated: true),
+    ], policy: policy)
+}
+
+@Suite("conflict handling SQL")
+struct ConflictSQLTests {
+    @Test("opted-in tables are published through their change tables")
+    func published() {
+        let settings: [QualifiedName: TableSettings] = [accounts: TableSettings(conflicts: .lastUpdateWins)]
+        #expect(ConflictSQL.publishedTables([users, accounts], settings: settings)
+                == [QualifiedName(schema: "mmlite", name: "public.accounts$changes"), users])
+        #expect(ConflictSQL.changeTable(accounts).sql == "mmlite.\"public.accounts$changes\"")
+        #expect(ConflictSQL.publishedTables([users], settings: [:]) == [users])
+    }
+
+    @Test("generated SQL: schema-qualified, version compared in the data, replica trigger on the change table, generated columns left out")
+    func install() throws {
+        let sql = try ConflictSQL.install(accountsTable(), node: "n1")
+        #expect(sql.contains("CREATE TRIGGER mmlite_capture AFTER INSERT OR UPDATE OR DELETE ON public.accounts"))
+        #expect(sql.contains("ALTER TABLE mmlite.\"public.accounts$changes\" ENABLE REPLICA TRIGGER mmlite_apply;"))
+        #expect(sql.contains("pg_catalog.jsonb_build_object('id', NEW.id)"))
+        #expect(sql.contains("t.id = (NEW.key ->> 'id')::integer"))
+        #expect(sql.contains("INSERT INTO public.accounts (id, owner, balance)"))
+        #expect(sql.contains("ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, balance = EXCLUDED.balance;"))
+        #expect(sql.contains("IF NEW.node = 'n1' THEN RETURN NULL; END IF;"))
+        #expect(sql.contains("mmlite.clock_offset_ms"))
+        #expect(sql.contains("NEW.node COLLATE \"C\" > c_node COLLATE \"C\""), "ties broken by node name, the same on every node")
+        #expect(!sql.contains("total"))
+        // Nothing in the apply path relies on search_path: every table is qualified.
+        for line in sql.split(separator: "\n") where line.contains(" FROM ") || line.contains("INSERT INTO") {
+            #expect(line.contains("mmlite.") || line.contains("public.") || line.contains("pg_catalog."), "\(line)")
+        }
+    }
+
+    @Test("policies and validation")
+    func policies() throws {
+        #expect(try ConflictSQL.install(accountsTable(.keepLocal), node: "n1").contains("winner := 'local'; reason := 'keep-local policy';"))
+        #expect(try ConflictSQL.install(accountsTable(.applyRemote), node: "n1").contains("winner := 'remote'; reason := 'apply-remote policy';"))
+        #expect(try ConflictSQL.install(accountsTable(.error), node: "n1").contains("RAISE EXCEPTION 'mmlite: conflict on %"))
+        var noKey = accountsTable()
+        noKey.columns = noKey.columns.map { var c = $0; c.keyPosition = nil; return c }
+        #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.install(noKey, node: "n1") }
+        let long = ConflictSQL.Table(name: QualifiedName(schema: "public", name: String(repeating: "x", count: 50)),
+                                     columns: [.init(name: "id", type: "integer", keyPosition: 1)], policy: .lastUpdateWins)
+        #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(long) }
+        let keyOnly = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1)], policy: .lastUpdateWins)
+        #expect(try ConflictSQL.install(keyOnly, node: "n1").contains("ON CONFLICT (id) DO NOTHING"))
+    }
+
+    @Test("planner: installs where missing or different, nothing when installed, uninstalls tables that opted out")
+    func planner() throws {
+        let table = accountsTable()
+        let planner = ConflictPlanner(tables: [table])
+        let fresh = try planner.steps(nodes: ["n1", "n2"], observed: [:])
+        #expect(fresh.map(\.node) == ["n1", "n2"])
+        #expect(fresh.allSatisfy { $0.kind == .installConflicts && $0.sql.hasPrefix("CREATE SCHEMA IF NOT EXISTS mmlite;") })
+        #expect(fresh[1].sql.contains("IF NEW.node = 'n2'"))
+
+        let definition = ConflictSQL.definition(table)
+        #expect(definition == ConflictSQL.definition(accountsTable()), "stable")
+        #expect(definition != ConflictSQL.definition(accountsTable(.keepLocal)))
+        let done = try planner.steps(nodes: ["n1", "n2"], observed: ["n1": ["public.accounts": definition], "n2": ["public.accounts": definition]])
+        #expect(done.isEmpty)
+
+        let changed = try ConflictPlanner(tables: [accountsTable(.keepLocal)]).steps(nodes: ["n1"], observed: ["n1": ["public.accounts": definition]])
+        #expect(changed.count == 1 && !changed[0].sql.contains("CREATE SCHEMA") && changed[0].summary.contains("keep-local"))
+
+        let optedOut = try ConflictPlanner(tables: []).steps(nodes: ["n1"], observed: ["n1": ["public.accounts": definition]])
+        #expect(optedOut.count == 1 && optedOut[0].sql.contains("DROP TRIGGER IF EXISTS mmlite_capture ON public.accounts;"))
+        #expect(try ConflictPlanner(tables: []).steps(nodes: ["n1"], observed: [:]).isEmpty)
+    }
+}
