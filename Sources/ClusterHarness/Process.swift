@@ -11,42 +11,20 @@ func asServerOwner(_ arguments: [String]) -> [String] {
 
 /// Runs a program to completion; returns stdout, throws with stderr on failure.
 ///
-/// posix_spawn + waitpid rather than Foundation's Process: Process notices a
-/// child's exit through a descriptor the child inherits, and `pg_ctl start`
-/// leaves a server running that inherits it too, so Process never returns.
+/// Runs from /tmp: the server owner may not be allowed into our working
+/// directory (CI clones under /root). GNU env -C changes directory first.
 @discardableResult
 func runCommand(_ arguments: [String]) throws -> String {
     guard !arguments.isEmpty else { throw HarnessError("empty command") }
     let stem = "/tmp/mmlite-cmd-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
     let outputPath = stem + ".out", errorPath = stem + ".err"
     defer { unlink(outputPath); unlink(errorPath) }
-
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-
-    // Run from /tmp: the server owner may not be allowed into our working
-    // directory (CI clones under /root). GNU env -C changes directory first.
-    let command = ["/usr/bin/env", "-C", "/tmp"] + arguments
-    let argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, environ)
-    guard spawned == 0 else {
-        throw HarnessError("could not run \(arguments[0]): \(String(cString: strerror(spawned)))")
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    let stdout = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    let child = try ChildProcess(["/usr/bin/env", "-C", "/tmp"] + arguments, outputPath: outputPath, errorPath: errorPath)
+    let exitCode = child.wait()
     guard exitCode == 0 else {
-        let stderr = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
-        throw HarnessError("\(arguments.joined(separator: " ")) failed (exit \(exitCode)): \(stderr)\(stdout)")
+        throw HarnessError("\(arguments.joined(separator: " ")) failed (exit \(exitCode)): \(child.errorOutput)\(child.output)")
     }
-    return stdout
+    return child.output
 }
 
 /// Makes `path` owned by the server owner (when root), so the server can write there.

@@ -97,7 +97,24 @@ struct Join {
         let withNode = config.nodes.map(\.name).filter { members.contains($0) || $0 == node }
         let peers = members.filter { $0 != source && $0 != node }
         let tables = preflight.tables
-        let planner = Planner(config: config, tables: tables)
+        // Opted-in tables (docs/conflicts.md): the members publish their change
+        // tables, and NODE needs the conflict objects plus each table's
+        // versions (tombstones included), copied in the same snapshot as its rows.
+        let conflicts = ConflictSetup(config: config, tables: tables, connections: preflight.connections)
+        if !conflicts.problems.isEmpty {
+            for problem in conflicts.problems { console.error("mmlite join: conflict handling: \(problem)") }
+            console.error("Nothing was changed.")
+            return .failure
+        }
+        let outdated = try conflicts.steps(nodes: members.filter { $0 != node })
+        if !outdated.isEmpty {
+            console.error("mmlite join: conflict handling on \(outdated.map(\.node).joined(separator: ", ")) differs from \(configPath); nothing was changed.")
+            console.error("Run `mmlite apply` first (it leaves \(node) out), then join.")
+            return .failure
+        }
+        let conflictSteps = try conflicts.steps(nodes: [node])
+        let copied = tables + conflicts.described.map { ConflictSQL.versionTable($0.name) }
+        let planner = Planner(config: config, tables: conflicts.publishedTables)
         func filter(_ publisher: String, _ subscriber: String) throws -> LinkFilter {
             try planner.filter(for: Link(publisher: publisher, subscriber: subscriber), states: states)
         }
@@ -113,10 +130,26 @@ struct Join {
             if try filter(member, node) == .mmlite { request.plugin.insert(member) }
             if try filter(node, member) == .mmlite { request.plugin.insert(node) }
         }
+        // NODE's conflict objects first: the probe subscriptions look the
+        // published change tables up on NODE (idempotent, harmless on a node
+        // that is not a member yet).
+        if !dryRun {
+            for step in conflictSteps {
+                console.debug("[\(step.node)] \(step.displaySQL)")
+                do {
+                    try nodeConnection.execute(step.sql)
+                } catch let error as PGError {
+                    console.error("mmlite join: installing conflict handling on \(node) failed: \(console.redact(error.description))")
+                    console.error("Nothing was changed.")
+                    return .failure
+                }
+                console.print("\(node): \(step.summary)")
+            }
+        }
         preflight.probe(request)
         let failures = preflight.evaluate().filter { result in
-            // Dry run with --copy-schema: the tables are not there yet.
-            result.status == .failure && !(dryRun && result.node == node && !missingOnNode.isEmpty
+            // Dry run with --copy-schema or conflict handling: the tables are not there yet.
+            result.status == .failure && !(dryRun && result.node == node && (!missingOnNode.isEmpty || !conflictSteps.isEmpty)
                                            && (result.check == "table" || result.check == "peer") && result.message.contains("does not exist"))
         }
         if !failures.isEmpty {
@@ -144,7 +177,8 @@ struct Join {
 
         let summary = "\(members.filter { $0 != node }.count) members, \(tables.count) table\(tables.count == 1 ? "" : "s")"
         if dryRun {
-            printPlan(config: config, members: members.filter { $0 != node }, withNode: withNode, peers: peers, tables: tables,
+            for step in conflictSteps { console.print("-- 0. on \(node): \(step.summary)") }
+            printPlan(config: config, members: members.filter { $0 != node }, withNode: withNode, peers: peers, tables: copied,
                       copyDone: copyDone, summary: summary, filter: filter, states: states, planner: planner)
             return .ok
         }
@@ -256,7 +290,8 @@ struct Join {
                     }
                 }
                 try timed("copy \(tables.count) table\(tables.count == 1 ? "" : "s") from \(source) into \(node) in that snapshot") {
-                    try copyTables(tables, snapshot: snapshot, consistentPoint: consistentPoint, config: config, nonEmpty: nonEmpty)
+                    try copyTables(copied, snapshot: snapshot, consistentPoint: consistentPoint, config: config,
+                                   emptied: nonEmpty, versionTables: Array(copied.dropFirst(tables.count)))
                 }
                 replication?.close()
                 replication = nil
@@ -341,7 +376,10 @@ struct Join {
 
     /// Copies every table in `snapshot` in one transaction on NODE, tagged with
     /// the join origin, whose progress is set to `consistentPoint` by the commit.
-    func copyTables(_ tables: [QualifiedName], snapshot: String, consistentPoint: LSN, config: MeshConfig, nonEmpty: [QualifiedName]) throws {
+    /// `emptied`: tables with rows (--force); `versionTables` are always
+    /// emptied (conflict handling may have written them before the copy).
+    func copyTables(_ tables: [QualifiedName], snapshot: String, consistentPoint: LSN, config: MeshConfig,
+                    emptied nonEmpty: [QualifiedName], versionTables: [QualifiedName]) throws {
         let marker = config.names.joinOrigin
         let reader = try Connections.connect(config.node(named: source)!.dsn)
         defer { reader.close() }
@@ -351,8 +389,10 @@ struct Join {
         try reader.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))")
         try writer.query(JoinSQL.createOrigin(marker))
         for statement in JoinSQL.copySessionSetup(origin: marker) { try writer.execute(statement) }
+        if !nonEmpty.isEmpty || !versionTables.isEmpty {
+            try writer.execute("TRUNCATE \((nonEmpty + versionTables).map(\.sql).joined(separator: ", "))")
+        }
         if !nonEmpty.isEmpty {
-            try writer.execute("TRUNCATE \(nonEmpty.map(\.sql).joined(separator: ", "))")
             console.print("    emptied \(nonEmpty.map(\.sql).joined(separator: ", ")) on \(node) (--force)")
         }
         var totalRows = 0, totalBytes = 0

@@ -329,8 +329,8 @@ struct MeshScenario {
             usleep(50_000)
         }
         for (child, node) in zip(children, nodes) {
-            guard child.exitCode == 0 else {
-                throw BenchError("pgbench on \(node.name) failed (exit \(child.exitCode ?? -1)): \(child.errorOutput.suffix(2000))")
+            guard child.poll() == 0 else {
+                throw BenchError("pgbench on \(node.name) failed (exit \(child.poll() ?? -1)): \(child.errorOutput.suffix(2000))")
             }
             let output = child.output
             guard let tps = Self.parse(output, after: "tps = ") else { throw BenchError("no tps in pgbench output: \(output)") }

@@ -1,3 +1,4 @@
+import ClusterHarness
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -100,67 +101,7 @@ struct BenchError: Error, CustomStringConvertible {
 
 // MARK: processes
 
-/// A child process started with posix_spawn (not Foundation's Process: a child
-/// that starts a server would keep Process's descriptor open). Its stdout and
-/// stderr go to files.
-final class Child {
-    let arguments: [String]
-    let pid: pid_t
-    let outputPath: String
-    let errorPath: String
-    private(set) var exitCode: Int32?
-
-    init(_ arguments: [String], outputPath: String, errorPath: String, environment: [String: String] = [:]) throws {
-        guard !arguments.isEmpty else { throw BenchError("empty command") }
-        self.arguments = arguments
-        self.outputPath = outputPath
-        self.errorPath = errorPath
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { $1 }
-        let envStrings = env.map { "\($0.key)=\($0.value)" }
-        let command = arguments[0].hasPrefix("/") ? arguments : ["/usr/bin/env"] + arguments
-        let argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = envStrings.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
-        guard spawned == 0 else {
-            throw BenchError("could not run \(arguments[0]): \(String(cString: strerror(spawned)))")
-        }
-        self.pid = pid
-    }
-
-    /// The exit code once the process has ended (nil while it runs), without blocking.
-    func poll() -> Int32? {
-        if let exitCode { return exitCode }
-        var status: Int32 = 0
-        let result = waitpid(pid, &status, WNOHANG)
-        if result == pid { exitCode = Self.decode(status) }
-        return exitCode
-    }
-
-    @discardableResult
-    func wait() -> Int32 {
-        if let exitCode { return exitCode }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        exitCode = Self.decode(status)
-        return exitCode ?? -1
-    }
-
-    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
-    var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
-
-    private static func decode(_ status: Int32) -> Int32 {
-        (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    }
-}
+typealias Child = ChildProcess
 
 /// Runs a command to completion; returns (exit code, stdout, stderr).
 func runProgram(_ arguments: [String], workDirectory: String, environment: [String: String] = [:]) throws -> (code: Int32, out: String, err: String) {

@@ -36,6 +36,8 @@ final class Writer: @unchecked Sendable {
     private var stopFlag = false
     private(set) var committed = 0
     private(set) var model: [Int64: String] = [:]
+    /// Every committed change in order: (key, value after it; nil = deleted).
+    private(set) var history: [(Int64, String?)] = []
     private(set) var failure: String?
     private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
@@ -79,8 +81,39 @@ final class Writer: @unchecked Sendable {
     }
 
     private func record(_ change: (inout [Int64: String]) -> Void) {
-        lock.lock(); change(&model); committed += 1; lock.unlock()
+        lock.lock()
+        let before = model
+        change(&model)
+        for key in Set(before.keys).union(model.keys) where before[key] != model[key] { history.append((key, model[key])) }
+        committed += 1
+        lock.unlock()
     }
+
+    /// Whether `rows` (this writer's keys on some node, `id:name`) are exactly
+    /// what this writer had committed after some change at or past `mark`
+    /// (a count of `history`): nothing committed before `mark` is missing, and
+    /// what came later arrived in order or not at all.
+    func isPrefix(_ rows: [String], from mark: Int) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        var observed: [Int64: String] = [:]
+        for row in rows {
+            let parts = row.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let id = Int64(parts[0]) else { return false }
+            observed[id] = String(parts[1])
+        }
+        var state: [Int64: String] = [:]
+        for (key, value) in history[..<mark] { state[key] = value }
+        var mismatched = Set(Set(state.keys).union(observed.keys).filter { state[$0] != observed[$0] })
+        if mismatched.isEmpty { return true }
+        for (key, value) in history[mark...] {
+            state[key] = value
+            if state[key] == observed[key] { mismatched.remove(key) } else { mismatched.insert(key) }
+            if mismatched.isEmpty { return true }
+        }
+        return false
+    }
+
+    var changes: Int { lock.lock(); defer { lock.unlock() }; return history.count }
 
     var stopped: Bool { lock.lock(); defer { lock.unlock() }; return stopFlag }
     var count: Int { lock.lock(); defer { lock.unlock() }; return committed }
@@ -114,9 +147,9 @@ struct CLIJoinTests {
         try cluster.execute("SELECT id || ':' || name FROM public.users WHERE id > \(from) AND id < \(to) ORDER BY id").rows.compactMap { $0[0] }
     }
 
-    @Test("join a node from one member while every member writes: every node ends identical, no change lost or doubled",
-          arguments: [3, 2])
-    func joinUnderLoad(members count: Int) throws {
+    @Test("join a node from one member while every member writes: every node ends identical, no change lost or doubled (2→3 and 3→4, 3 times each)",
+          arguments: [3, 2], 1...3)
+    func joinUnderLoad(members count: Int, repetition: Int) throws {
         let mesh = try TestMesh(count + 1)
         let all = Array(1...count + 1), members = Array(1...count), new = count + 1
         try mesh.writeConfig(members: members)
@@ -137,10 +170,9 @@ struct CLIJoinTests {
         #expect(join.out.contains("Done: n\(new) joined mesh \"shop\""), "\(join)")
         letWritersRun(writers, more: 100)
         writers.forEach { $0.stop() }
-        if ProcessInfo.processInfo.environment["MMLITE_TEST_SHOW"] != nil {
-            let total = writers.map(\.count).reduce(0, +)
-            print("writers: \(total) transactions in \(Int(Date().timeIntervalSince(writing))) s")
-        }
+        let total = writers.map(\.count).reduce(0, +), seconds = Date().timeIntervalSince(writing)
+        print(String(format: "join %d→%d #%d: writers committed %d transactions in %.1f s (%.0f/s in total) around the join",
+                     count, count + 1, repetition, total, seconds, Double(total) / seconds))
         for writer in writers { #expect(writer.failure == nil, "\(writer.failure ?? "")") }
 
         #expect(mesh.converged(all), "all nodes hold the same rows")
@@ -237,17 +269,31 @@ struct CLIJoinTests {
         let mesh = try TestMesh(3)
         try mesh.writeConfig(members: [1, 2, 3])
         try #require(mesh.mmlite(["apply"]).code == 0)
-        let writer = try Writer(cluster: mesh[3], base: 30_000_000)
-        letWritersRun([writer], more: 200)
+        let writers = try (1...3).map { try Writer(cluster: mesh[$0], base: Int64($0) * 10_000_000) }
+        defer { writers.forEach { if !$0.stopped { $0.stop() } } }
+        letWritersRun(writers, more: 200)
 
-        // n3 writes until part starts; everything it committed reaches n1 and n2.
-        writer.stop()
+        // Every node writes throughout part. What n3 committed before part
+        // started must be on n1 and n2; what it committed later may be or not
+        // (in order); n1's and n2's own writes keep flowing between them.
+        let mark = writers[2].changes
         let part = mesh.mmlite(["part", "n3"])
         #expect(part.code == 0, "\(part)")
         show(part)
         #expect(part.out.contains("Done: n3 is no longer part of mesh \"shop\""), "\(part)")
+        letWritersRun(writers, more: 100)
+        writers.forEach { $0.stop() }
+        for writer in writers { #expect(writer.failure == nil, "\(writer.failure ?? "")") }
+        #expect(writers[2].changes > mark + 50, "n3 kept writing during and after part")
+        #expect(mesh.converged([1, 2]))
         for index in 1...2 {
-            #expect(try rows(mesh[index], from: 30_000_000, to: 40_000_000) == writer.expectedRows, "n\(index) has all of n3's changes")
+            let received = try rows(mesh[index], from: 30_000_000, to: 40_000_000)
+            #expect(writers[2].isPrefix(received, from: mark), "n\(index) has every change n3 committed before part started, in order")
+            #expect(received != writers[2].expectedRows, "n3's writes after part do not reach n\(index)")
+            for writer in 0...1 {
+                let base = Int64(writer + 1) * 10_000_000
+                #expect(try rows(mesh[index], from: base, to: base + 10_000_000) == writers[writer].expectedRows)
+            }
         }
         #expect(try mesh.objects(1) == ["publication:mmlite_shop", "slot:mmlite_shop_n2", "subscription:mmlite_shop_from_n2"])
         #expect(try mesh.objects(2) == ["publication:mmlite_shop", "slot:mmlite_shop_n1", "subscription:mmlite_shop_from_n1"])
@@ -353,5 +399,121 @@ struct CLIJoinTests {
         // The refused first attempt's reachability probes (a subscription needs its tables) logged errors on n3.
         let errors = mesh.logErrors().filter { !$0.contains("relation \"public.departments\" does not exist") }
         #expect(errors.isEmpty, "\(errors)")
+    }
+}
+
+@Suite("mmlite join killed and re-run; join of conflict-handled tables", .enabled(if: installation != nil), .serialized)
+struct CLIJoinRecoveryTests {
+    /// The `mmlite` program next to the test bundle (built by `swift build --build-tests`).
+    var executable: String? {
+        let path = Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("mmlite").path
+        return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+    }
+
+    func rows(_ cluster: Cluster, from: Int64, to: Int64) throws -> [String] {
+        try cluster.execute("SELECT id || ':' || name FROM public.users WHERE id > \(from) AND id < \(to) ORDER BY id").rows.compactMap { $0[0] }
+    }
+
+    /// Starts `mmlite join` as a separate process and SIGKILLs it as soon as its output contains `marker`.
+    func killJoin(_ mesh: TestMesh, when marker: String, after delay: Double = 0) throws -> String {
+        let program = try #require(executable, "the mmlite program is built")
+        let outputPath = mesh.harness.directory + "/join-\(UInt32.random(in: 0..<UInt32.max)).out"
+        let child = try ChildProcess([program, "join", "n3", "--from", "n1", "-c", mesh.configPath], outputPath: outputPath)
+        let seen = waitUntil(timeout: 120, interval: 0.02) { child.output.contains(marker) || child.poll() != nil }
+        if delay > 0 { usleep(UInt32(delay * 1_000_000)) }
+        let status = child.kill()
+        let output = child.output
+        #expect(seen && status == 128 + SIGKILL, "killed while running, at \(marker): exit \(status)\n\(output)")
+        return output
+    }
+
+    @Test("join killed (SIGKILL) during the copy and again during the wiring, while every member writes; re-run completes with exact content")
+    func killedAndRerun() throws {
+        let mesh = try TestMesh(3)
+        try mesh.writeConfig(members: [1, 2])
+        try #require(mesh.mmlite(["apply"]).code == 0)
+        // Enough rows that the copy takes a while (killed in the middle of it).
+        try mesh[1].execute("INSERT INTO public.users SELECT g, md5(g::text), g % 10 FROM generate_series(1, 400000) g")
+        try mesh[1].execute("INSERT INTO public.departments SELECT g, 'd' || g FROM generate_series(1, 50) g")
+        #expect(mesh.converged([1, 2], timeout: 120))
+        let writers = try [1, 2].map { try Writer(cluster: mesh[$0], base: Int64($0) * 10_000_000) }
+        defer { writers.forEach { if !$0.stopped { $0.stop() } } }
+        try mesh.writeConfig(members: [1, 2, 3])
+
+        let first = try killJoin(mesh, when: "[5] copy", after: 0.3)
+        #expect(!first.contains("the copy is committed"), "killed before the copy committed\n\(first)")
+        #expect(try mesh[3].scalar("SELECT count(*) FROM public.users") == "0", "the killed copy left no rows")
+        #expect(try mesh[1].scalar("SELECT count(*) FROM pg_subscription WHERE subenabled") == "1",
+                "a SIGKILL during the copy does not leave n1's subscription paused (it was resumed before the copy)")
+
+        let second = try killJoin(mesh, when: "[6] subscriptions of")
+        #expect(second.contains("dropped n1's slot mmlite_shop_n3 left by an interrupted join"), "\(second)")
+        #expect(second.contains("the copy is committed"), "\(second)")
+
+        let third = mesh.mmlite(["join", "n3", "--from", "n1"])
+        #expect(third.code == 0, "\(third)")
+        #expect(third.out.contains("Resuming join of n3"), "\(third)")
+        let marks = writers.map(\.count)
+        _ = waitUntil(timeout: 60) { zip(writers, marks).allSatisfy { $0.count >= $1 + 100 } }
+        writers.forEach { $0.stop() }
+        for writer in writers { #expect(writer.failure == nil, "\(writer.failure ?? "")") }
+        #expect(mesh.converged([1, 2, 3], timeout: 120))
+        for (offset, writer) in writers.enumerated() {
+            let base = Int64(offset + 1) * 10_000_000
+            for index in 1...3 {
+                #expect(try rows(mesh[index], from: base, to: base + 10_000_000) == writer.expectedRows,
+                        "n\(index) holds exactly what writer \(offset + 1) committed")
+            }
+        }
+        #expect(try mesh[3].scalar("SELECT count(*) FROM public.users WHERE id <= 400000") == "400000")
+        #expect(try mesh[3].scalar("SELECT count(*) FROM pg_replication_origin WHERE roname = 'mmlite_shop_copy'") == "0")
+        for index in 1...3 { #expect(try mesh.objects(index) == mesh.completeObjects(index)) }
+        try mesh.expectReplicates(base: 900_000)
+        // The killed copy's connection ends with "unexpected EOF"/"connection to client lost" on n3: not an apply error.
+        let errors = mesh.logErrors().filter { !$0.contains("unexpected EOF") && !$0.contains("connection to client lost") && !$0.contains("could not send data") && !$0.contains("protocol synchronization was lost") }
+        #expect(errors.isEmpty, "\(errors)")
+    }
+
+    @Test("join into a mesh whose table opts in to last-update-wins, while members write: the new node gets rows and versions, and resolves conflicts like the others")
+    func joinConflictHandledTable() throws {
+        let mesh = try TestMesh(3)
+        try mesh.writeConfig(members: [1, 2])
+        try (try String(contentsOfFile: mesh.configPath, encoding: .utf8) + "\n[tables.\"public.users\"]\nconflicts = \"last-update-wins\"\n")
+            .write(toFile: mesh.configPath, atomically: true, encoding: .utf8)
+        let apply = mesh.mmlite(["apply"])
+        try #require(apply.code == 0, "\(apply)")
+        try mesh[1].execute("INSERT INTO public.users SELECT g, 'n1', NULL FROM generate_series(1, 200) g")
+        #expect(waitUntil(timeout: 30) { try mesh[2].scalar("SELECT count(*) FROM public.users") == "200" })
+        try mesh[2].execute("DELETE FROM public.users WHERE id <= 20")   // tombstones the new node must know
+        #expect(waitUntil(timeout: 30) { try mesh[1].scalar("SELECT count(*) FROM public.users") == "180" })
+        let writers = try [1, 2].map { try Writer(cluster: mesh[$0], base: Int64($0) * 10_000_000) }
+        defer { writers.forEach { if !$0.stopped { $0.stop() } } }
+        _ = waitUntil(timeout: 60) { writers.allSatisfy { $0.count >= 100 } }
+
+        var text = try String(contentsOfFile: mesh.configPath, encoding: .utf8)
+        text += "\n[[nodes]]\nname = \"n3\"\ndsn = \"\(mesh[3].conninfo)\"\n"
+        try text.write(toFile: mesh.configPath, atomically: true, encoding: .utf8)
+        let join = mesh.mmlite(["join", "n3", "--from", "n1"])
+        #expect(join.code == 0, "\(join)")
+        #expect(join.out.contains("n3: install conflict handling"), "\(join)")
+        #expect(join.out.contains("\"public.users$versions\": "), "the versions are copied\n\(join)")
+        let marks = writers.map(\.count)
+        _ = waitUntil(timeout: 60) { zip(writers, marks).allSatisfy { $0.count >= $1 + 100 } }
+        writers.forEach { $0.stop() }
+        for writer in writers { #expect(writer.failure == nil, "\(writer.failure ?? "")") }
+
+        // The same keys from every node at once, and a late delete of a deleted key.
+        for index in 1...3 { try mesh[index].execute("UPDATE public.users SET name = 'from n\(index)' WHERE id BETWEEN 21 AND 60") }
+        try mesh[3].execute("INSERT INTO public.users VALUES (5, 'resurrected on n3', NULL)")
+        #expect(mesh.converged([1, 2, 3], timeout: 90))
+        for (offset, writer) in writers.enumerated() {
+            let base = Int64(offset + 1) * 10_000_000
+            for index in 1...3 { #expect(try rows(mesh[index], from: base, to: base + 10_000_000) == writer.expectedRows) }
+        }
+        let versions = "SELECT count(*) FROM mmlite.\"public.users$versions\""
+        #expect(Set(try (1...3).map { try mesh[$0].scalar(versions) }).count == 1, "every node knows the same keys (tombstones included)")
+        #expect(try mesh[3].scalar("SELECT count(*) FROM public.users WHERE id BETWEEN 21 AND 60 AND name LIKE 'from n_'") == "40")
+        for index in 1...3 { #expect(try mesh.objects(index) == mesh.completeObjects(index)) }
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
     }
 }

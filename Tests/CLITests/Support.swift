@@ -140,26 +140,12 @@ final class Unchecked<T>: @unchecked Sendable {
     init(_ value: T) { self.value = value }
 }
 
-/// Runs a program to completion with posix_spawn + waitpid (Foundation's
-/// Process would wait for the servers `sandbox up` leaves running, which
-/// inherit its exit-notification descriptor). Returns the exit status and
-/// stdout+stderr.
+/// Runs a program to completion (ChildProcess: see why there). Returns the
+/// exit status and stdout+stderr.
 func spawnAndWait(_ arguments: [String]) throws -> (Int32, String) {
     let outputPath = "/tmp/mmlite-clitest-\(getpid())-\(UInt32.random(in: 0..<UInt32.max)).out"
     defer { unlink(outputPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
-    guard spawned == 0 else { throw HarnessError("could not run \(arguments[0])") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
+    let child = try ChildProcess(arguments, outputPath: outputPath)
+    let status = child.wait()
+    return (status, child.output)
 }
