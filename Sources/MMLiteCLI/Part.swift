@@ -8,8 +8,10 @@ struct PartCommand: ParsableCommand, MMLiteRunnable {
         commandName: "part",
         abstract: "Remove a node from the mesh: its subscriptions, slots and publication everywhere.",
         discussion: """
-        If NODE is reachable, first waits until every other node has applied all of NODE's
-        changes (bounded by --timeout), then drops the members' subscriptions from NODE and
+        If NODE is reachable, first takes the tables out of NODE's publication (what NODE
+        commits from then on stays on NODE; finish a started part by running it again), waits
+        until every other node has applied all of NODE's changes up to there (bounded by
+        --timeout), so they all end with the same data, then drops the members' subscriptions from NODE and
         their slots for it, and NODE's own subscriptions, slots and publication. If NODE is
         down, --force drops the other nodes' slots for it (which would otherwise retain WAL
         until their disks fill) and their subscriptions from it, and says up to where each
@@ -64,6 +66,8 @@ struct Part {
         do {
             // 1. Every other node applies what NODE committed so far.
             if let target, !force {
+                try cut(target, publication: names.publication)
+                changed = true
                 let end = try target.query("SELECT pg_current_wal_lsn()::text").scalar.flatMap(LSN.init) ?? .zero
                 console.print("Waiting until every node has applied \(node)'s changes up to \(end):")
                 for other in others {
@@ -157,6 +161,30 @@ struct Part {
             return stopped(error.message, changed: changed)
         } catch let error as PGError {
             return stopped(console.redact(error.description), changed: changed)
+        }
+    }
+
+    /// Makes every other node end with the same set of NODE's transactions:
+    /// takes the tables out of NODE's publication (logical decoding publishes
+    /// a transaction whose first change comes after that commit to nobody),
+    /// then waits until the transactions already running then have ended.
+    /// Every walsender decodes the same WAL the same way, so once each peer
+    /// has confirmed the WAL position after that, they all hold exactly
+    /// NODE's transactions up to the cut. (Without it each peer would stop at
+    /// a different point of NODE's ongoing writes and the rest would differ.)
+    func cut(_ target: PGConnection, publication: String) throws {
+        let tables = try target.query("""
+            SELECT pg_catalog.format('%I.%I', schemaname, tablename) FROM pg_catalog.pg_publication_tables
+            WHERE pubname = $1 AND NOT (SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1)
+            ORDER BY 1
+            """, [publication]).rows.compactMap { $0[0] }
+        if !tables.isEmpty {
+            try target.execute("ALTER PUBLICATION \(SQL.identifier(publication)) DROP TABLE \(tables.joined(separator: ", "))")
+            console.print("\(node): took the tables out of publication \(publication): what \(node) commits from now on stays on \(node)")
+        }
+        guard let horizon = try target.query("SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text").scalar else { return }
+        try waitInactive(what: "\(node)'s transactions that were running at the cut to end (a prepared transaction keeps them open)") {
+            try target.query("SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) >= $1::xid8", [horizon]).scalar == "t"
         }
     }
 
