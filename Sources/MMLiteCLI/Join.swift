@@ -67,11 +67,12 @@ struct Join {
             return .unavailable
         }
         let observed = preflight.states
-        if Membership.pending(config: config, states: observed).isEmpty && !observed.values.contains(where: { !$0.subscriptions.isEmpty }) {
+        let observedMembers = Membership.members(config: config, states: observed, joiningFrom: source)
+        if observedMembers.contains(node) && !observed.values.contains(where: { !$0.subscriptions.isEmpty }) {
             throw CLIError(.failure, "mesh \"\(config.mesh.name)\" is not running yet (no node subscribes to another): build it with `mmlite apply` (leave \(node) out of the file until then), then join further nodes")
         }
-        if !Membership.members(config: config, states: observed).contains(source) {
-            throw CLIError(.failure, "\(source) is not a member of mesh \"\(config.mesh.name)\" (members: \(Membership.members(config: config, states: observed).joined(separator: ", "))); --from must name one")
+        if !observedMembers.contains(source) {
+            throw CLIError(.failure, "\(source) is not a member of mesh \"\(config.mesh.name)\" (members: \(observedMembers.joined(separator: ", "))); --from must name one")
         }
         // --copy-schema: tables missing on NODE are created from SOURCE first (the
         // checks and probes below need them: a probe subscription looks its tables up).
@@ -92,7 +93,7 @@ struct Join {
             }
         }
         let states = preflight.states
-        let members = Membership.members(config: config, states: states)
+        let members = Membership.members(config: config, states: states, joiningFrom: source)
         let alreadyMember = members.contains(node)
         let withNode = config.nodes.map(\.name).filter { members.contains($0) || $0 == node }
         let peers = members.filter { $0 != source && $0 != node }

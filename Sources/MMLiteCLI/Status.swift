@@ -29,6 +29,7 @@ struct Status {
         var majors: [String: Int] = [:]
         var slotRows: [String: [String: [String?]]] = [:]
         var subscriptionRows: [String: [String: [String?]]] = [:]
+        var published: Set<String> = []
 
         for node in config.nodes {
             var status = NodeStatus(name: node.name, dsn: DSN.masked(node.dsn), reachable: false)
@@ -48,6 +49,9 @@ struct Status {
                     FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
                     WHERE left(s.slot_name::text, length($1)) = $1
                     """, [names.prefix])
+                if try connection.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [names.publication]).scalar != nil {
+                    published.insert(node.name)
+                }
                 slotRows[node.name] = Dictionary(slots.rows.compactMap { row in row[0].map { ($0, row) } }, uniquingKeysWith: { a, _ in a })
                 let statsJoin = (majors[node.name] ?? 0) >= 15
                     ? "LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid" : ""
@@ -69,8 +73,22 @@ struct Status {
             nodes.append(status)
         }
 
+        // A reachable node without the publication in a running mesh has not
+        // joined (or is joining): its links are expected to be missing.
+        let running = subscriptionRows.values.contains { !$0.isEmpty }
+        let pending = Set(nodes.filter { running && $0.reachable && !published.contains($0.name) }.map(\.name))
+        let firstMember = config.nodes.map(\.name).first { published.contains($0) } ?? "MEMBER"
+
         var links: [(LinkStatus, Health, [String])] = []
         for link in Planner.links(of: config.nodes.map(\.name)) {
+            if let node = [link.publisher, link.subscriber].first(where: pending.contains) {
+                let status = LinkStatus(publisher: link.publisher, subscriber: link.subscriber,
+                                        subscription: names.subscription(publisher: link.publisher),
+                                        slot: names.slot(subscriber: link.subscriber),
+                                        publisherReachable: true, subscriberReachable: true)
+                links.append((status, .warning, ["\(node) has not joined the mesh (no publication \(names.publication) on it): mmlite join \(node) --from \(firstMember)"]))
+                continue
+            }
             let publisher = nodes.first { $0.name == link.publisher }
             let subscriber = nodes.first { $0.name == link.subscriber }
             var status = LinkStatus(publisher: link.publisher, subscriber: link.subscriber,

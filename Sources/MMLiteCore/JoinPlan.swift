@@ -20,6 +20,19 @@ public enum Membership {
         return configured.filter { states[$0]?.publication != nil }
     }
 
+    /// Members as `join NODE --from source` sees them: as `members`, except
+    /// that a mesh of one node (only `source` has the publication and no node
+    /// subscribes yet, e.g. `apply` run with one node in the file) is grown by
+    /// joining, so its data is copied rather than assumed identical.
+    public static func members(config: MeshConfig, states: [String: NodeState], joiningFrom source: String) -> [String] {
+        let configured = config.nodes.map(\.name)
+        let running = configured.contains { name in
+            states[name]?.subscriptions.keys.contains { config.names.publisher(ofSubscription: $0) != nil } ?? false
+        }
+        if !running, configured.filter({ states[$0]?.publication != nil }) == [source] { return [source] }
+        return members(config: config, states: states)
+    }
+
     /// Configured nodes that have not joined the running mesh.
     public static func pending(config: MeshConfig, states: [String: NodeState]) -> [String] {
         let members = Set(members(config: config, states: states))

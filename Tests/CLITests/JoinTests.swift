@@ -208,6 +208,9 @@ struct CLIJoinTests {
         #expect(apply.out.contains("Nothing to do"), "\(apply)")
         #expect(apply.out.contains("note: n3 has not joined the mesh"), "\(apply)")
         #expect(apply.out.contains("mmlite join n3 --from n1"), "\(apply)")
+        let pendingStatus = mesh.mmlite(["status", "--check"])
+        #expect(pendingStatus.code == 1, "a node that has not joined is a warning, not critical\n\(pendingStatus)")
+        #expect(pendingStatus.out.contains("n3 has not joined the mesh (no publication mmlite_shop on it): mmlite join n3 --from n1"), "\(pendingStatus)")
 
         let fromItself = mesh.mmlite(["join", "n3", "--from", "n3"])
         #expect(fromItself.code == 64, "\(fromItself)")
@@ -472,6 +475,32 @@ struct CLIJoinRecoveryTests {
         // The killed copy's connection ends with "unexpected EOF"/"connection to client lost" on n3: not an apply error.
         let errors = mesh.logErrors().filter { !$0.contains("unexpected EOF") && !$0.contains("connection to client lost") && !$0.contains("could not send data") && !$0.contains("protocol synchronization was lost") }
         #expect(errors.isEmpty, "\(errors)")
+    }
+
+    @Test("a one-node mesh (apply with one node) grows by join, with its rows copied, while it writes")
+    func joinIntoOneNodeMesh() throws {
+        let mesh = try TestMesh(2)
+        try mesh.writeConfig(members: [1])
+        let apply = mesh.mmlite(["apply"])
+        try #require(apply.code == 0, "\(apply)")
+        try mesh[1].execute("INSERT INTO public.users SELECT g, 'n1', NULL FROM generate_series(1, 1000) g")
+        let writer = try Writer(cluster: mesh[1], base: 10_000_000)
+        defer { if !writer.stopped { writer.stop() } }
+        _ = waitUntil(timeout: 60) { writer.count >= 100 }
+        try mesh.writeConfig(members: [1, 2])
+        let join = mesh.mmlite(["join", "n2", "--from", "n1"])
+        #expect(join.code == 0, "\(join)")
+        #expect(join.out.contains("Done: n2 joined mesh \"shop\""), "\(join)")
+        let mark = writer.count
+        _ = waitUntil(timeout: 60) { writer.count >= mark + 100 }
+        writer.stop()
+        #expect(writer.failure == nil, "\(writer.failure ?? "")")
+        #expect(mesh.converged([1, 2]))
+        #expect(try rows(mesh[2], from: 10_000_000, to: 20_000_000) == writer.expectedRows)
+        #expect(try mesh[2].scalar("SELECT count(*) FROM public.users WHERE id <= 1000") == "1000")
+        for index in 1...2 { #expect(try mesh.objects(index) == mesh.completeObjects(index)) }
+        try mesh.expectReplicates(base: 5000)
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
     }
 
     @Test("join into a mesh whose table opts in to last-update-wins, while members write: the new node gets rows and versions, and resolves conflicts like the others")
