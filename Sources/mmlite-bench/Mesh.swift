@@ -6,6 +6,11 @@ import PostgresClient
 /// the run, catch-up time after it, content equality at the end.
 enum Topology: String, Codable, CaseIterable {
     case native = "native 1→1"
+    /// The ceiling for a 3-node mesh: the same per-node load and the same
+    /// links (every node sends its own writes to the two others: 6 walsenders,
+    /// 6 apply workers) with plain pgoutput. Loop-free without any filter
+    /// because each node writes and publishes only its own schema (w1, w2, w3).
+    case native3 = "native one-way fan-out, 3 nodes"
     case mmlite2 = "mmlite 2-node mesh"
     case mmlite3 = "mmlite 3-node mesh"
     case pglogical2 = "pglogical 2-node bidirectional"
@@ -13,12 +18,13 @@ enum Topology: String, Codable, CaseIterable {
     var key: String {
         switch self {
         case .native: return "native"
+        case .native3: return "native3"
         case .mmlite2: return "mmlite2"
         case .mmlite3: return "mmlite3"
         case .pglogical2: return "pglogical2"
         }
     }
-    var nodes: Int { self == .mmlite3 ? 3 : 2 }
+    var nodes: Int { self == .mmlite3 || self == .native3 ? 3 : 2 }
     /// Nodes pgbench writes to (one-way native: the publisher only).
     var writers: Int { self == .native ? 1 : nodes }
 }
@@ -118,7 +124,7 @@ struct MeshScenario {
             try connect(nodes, topology: topology)
             let setup = Setup(topology: topology, harness: harness, nodes: nodes)
             // Replication works end to end: a first marker from every writer everywhere.
-            _ = try catchUp(nodes, writers: Array(nodes.prefix(topology.writers)), round: setup.markerRound, timeout: 120)
+            _ = try catchUp(nodes, writers: Array(nodes.prefix(topology.writers)), round: setup.markerRound, timeout: 120, topology: topology)
             setup.markerRound += 1
             return setup
         } catch {
@@ -145,7 +151,7 @@ struct MeshScenario {
                 ? phaseResult.transactions
                 : (phaseResult.transactions - Int(Double(phaseResult.transactions) / Double(topology.writers)))
             do {
-                phaseResult.catchupSeconds = try catchUp(nodes, writers: Array(nodes.prefix(topology.writers)), round: setup.markerRound, timeout: 900,
+                phaseResult.catchupSeconds = try catchUp(nodes, writers: Array(nodes.prefix(topology.writers)), round: setup.markerRound, timeout: 900, topology: topology,
                                                          release: phase == .backlog ? { try setSubscriptions(nodes, topology: topology, enabled: true) } : nil)
             } catch {
                 result.errors.append("\(phase.rawValue): \(error)")
@@ -168,7 +174,33 @@ struct MeshScenario {
         return result
     }
 
+    /// native3: writer i's tables live in schema wi; `public.bench_t` and
+    /// `public.bench_marker` are views over all of them, so catch-up and
+    /// fingerprints read the same relation names as in the other topologies.
+    static func writerSchema(_ writer: Int) -> String { "w\(writer)" }
+
     func createSchema(_ nodes: [Cluster], topology: Topology) throws {
+        if topology == .native3 {
+            for node in nodes {
+                for writer in 1...topology.writers {
+                    let schema = Self.writerSchema(writer)
+                    try node.execute("""
+                        CREATE SCHEMA \(schema);
+                        CREATE TABLE \(schema).bench_t (id bigint PRIMARY KEY, node int NOT NULL, v bigint NOT NULL,
+                                                        at timestamptz NOT NULL DEFAULT now(), pad text);
+                        CREATE TABLE \(schema).bench_marker (node int NOT NULL, round int NOT NULL, PRIMARY KEY (node, round));
+                        INSERT INTO \(schema).bench_t (id, node, v, at, pad) SELECT \(Self.base(writer)) + g, \(writer), 0, '2026-01-01', md5(g::text) FROM generate_series(1, \(preloadRows)) g;
+                        """)
+                    try node.execute("VACUUM ANALYZE \(schema).bench_t")
+                }
+                let all = (1...topology.writers).map(Self.writerSchema)
+                try node.execute("""
+                    CREATE VIEW public.bench_t AS \(all.map { "SELECT * FROM \($0).bench_t" }.joined(separator: " UNION ALL "));
+                    CREATE VIEW public.bench_marker AS \(all.map { "SELECT * FROM \($0).bench_marker" }.joined(separator: " UNION ALL "));
+                    """)
+            }
+            return
+        }
         for node in nodes {
             try node.execute("""
                 CREATE TABLE bench_t (id bigint PRIMARY KEY, node int NOT NULL, v bigint NOT NULL,
@@ -191,6 +223,19 @@ struct MeshScenario {
         case .native:
             try nodes[0].execute("CREATE PUBLICATION bench_pub FOR TABLE \(tables)")
             try nodes[1].execute("CREATE SUBSCRIPTION bench_from_n1 CONNECTION \(sqlLiteral(nodes[0].conninfo)) PUBLICATION bench_pub WITH (copy_data = false)")
+        case .native3:
+            for (index, node) in nodes.enumerated() {
+                let schema = Self.writerSchema(index + 1)
+                try node.execute("CREATE PUBLICATION bench_pub FOR TABLE \(schema).bench_t, \(schema).bench_marker")
+            }
+            for publisher in nodes {
+                for subscriber in nodes where subscriber !== publisher {
+                    try subscriber.execute("""
+                        CREATE SUBSCRIPTION bench_\(publisher.name)_to_\(subscriber.name) CONNECTION \(sqlLiteral(publisher.conninfo))
+                        PUBLICATION bench_pub WITH (copy_data = false)
+                        """)
+                }
+            }
         case .mmlite2, .mmlite3:
             // Exactly what `mmlite apply` creates (docs/objects.md): publications,
             // then one mmlite slot per peer, then subscriptions on those slots.
@@ -263,10 +308,12 @@ struct MeshScenario {
     /// clock starts then), then waits until every node has all markers.
     /// Changes apply in commit order, so a node holding a writer's marker holds
     /// everything that writer committed before it.
-    func catchUp(_ nodes: [Cluster], writers: [Cluster], round: Int, timeout: Double,
+    func catchUp(_ nodes: [Cluster], writers: [Cluster], round: Int, timeout: Double, topology: Topology = .native,
                  release: (() throws -> Void)? = nil) throws -> Double {
         let connections = try nodes.map { try $0.connect() }
-        let writerConnections = try writers.map { try $0.connect() }
+        let writerConnections = try writers.enumerated().map { index, writer in
+            try writer.connect(overrides: topology == .native3 ? ["options": "-c search_path=\(Self.writerSchema(index + 1)),public"] : [:])
+        }
         var start = monotonicSeconds()
         for (index, writer) in writerConnections.enumerated() {
             _ = try writer.execute("INSERT INTO bench_marker VALUES (\(index + 1), \(round))")
@@ -302,7 +349,8 @@ struct MeshScenario {
             if let rate { arguments += ["-R", String(rate)] }
             arguments.append("postgres")
             let stem = workDirectory + "/pgbench-\(topology.key)-\(node.name)-\(rate == nil ? "max" : "rate")"
-            children.append(try Child(arguments, outputPath: stem + ".out", errorPath: stem + ".err"))
+            let environment = topology == .native3 ? ["PGOPTIONS": "-c search_path=\(Self.writerSchema(index + 1)),public"] : [:]
+            children.append(try Child(arguments, outputPath: stem + ".out", errorPath: stem + ".err", environment: environment))
         }
         defer { for child in children where child.poll() == nil { kill(child.pid, SIGTERM); child.wait() } }
         let samplers = try nodes.map { try $0.connect() }
