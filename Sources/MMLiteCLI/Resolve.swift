@@ -141,7 +141,13 @@ struct Resolve {
         }
         for candidate in failing {
             if !candidate.info.enabled {
-                stuck.append(candidate)  // e.g. disabled by disable_on_error, or an interrupted resolve
+                // Disabled (disable_on_error, an interrupted resolve, or by hand): it cannot
+                // fail again to prove it is stuck, so only an explicit --from skips it.
+                if from != nil {
+                    stuck.append(candidate)
+                } else {
+                    console.print("\(candidate.info.name) is disabled (with \(candidate.info.applyErrors) apply errors so far): not touched; name it with --from \(candidate.peer) to skip its next transaction")
+                }
                 continue
             }
             var failedAgain = false
