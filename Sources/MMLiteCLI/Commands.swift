@@ -40,7 +40,8 @@ struct MMLite: ParsableCommand {
         `mmlite doctor`, then `mmlite apply`, then `mmlite status`. See docs/cli.md.
         """,
         version: MMLiteCore.version,
-        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, JoinCommand.self, PartCommand.self, SandboxCommand.self]
+        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, ConflictsCommand.self, ResolveCommand.self,
+                      JoinCommand.self, PartCommand.self, SandboxCommand.self]
     )
 }
 
@@ -135,6 +136,88 @@ struct StatusCommand: ParsableCommand, MMLiteRunnable {
             context.console.error("mmlite: " + error.message)
             return .unknown
         }
+    }
+}
+
+struct ConflictsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conflicts",
+        abstract: "Read and prune the conflict log (mmlite.conflicts) of every node.",
+        discussion: "`mmlite conflicts` alone is `mmlite conflicts list`. See docs/conflicts.md.",
+        subcommands: [ConflictsListCommand.self, ConflictsPruneCommand.self],
+        defaultSubcommand: ConflictsListCommand.self
+    )
+}
+
+struct ConflictsListCommand: ParsableCommand, MMLiteRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "Show every reachable node's conflict log, merged by time.",
+        discussion: """
+        Unreachable nodes are reported on stderr and left out. Exit code: 0 shown, 64 bad --since or
+        --table, 69 no node reachable, 78 invalid configuration.
+        """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: ArgumentHelp("Only entries since a time: an interval back from now (\"2 hours\") or a timestamp.", valueName: "interval|timestamp"))
+    var since: String?
+    @Option(help: ArgumentHelp("Only entries of this table.", valueName: "schema.table")) var table: String?
+    @Option(help: "table or json.") var format: OutputFormat = .table
+
+    func execute(_ context: Context) throws -> ExitStatus {
+        global.prepare(context)
+        return try ConflictsList(configPath: global.config, since: since, table: table, format: format, context: context).run()
+    }
+}
+
+struct ConflictsPruneCommand: ParsableCommand, MMLiteRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Remove old conflict-log rows, sent change rows and old tombstones on every node.",
+        discussion: """
+        Keeps conflict-log rows for [mesh] conflict_log_retention (default 30 days) and tombstones of
+        opted-in tables for [mesh] tombstone_retention (default 7 days). Run it from cron on one machine.
+        Exit code: 0 done, 69 no node reachable, 75 some nodes not pruned, 78 invalid configuration.
+        """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print the SQL per node and change nothing.") var dryRun = false
+
+    func execute(_ context: Context) throws -> ExitStatus {
+        global.prepare(context)
+        return try ConflictsPrune(configPath: global.config, dryRun: dryRun, context: context).run()
+    }
+}
+
+struct ResolveCommand: ParsableCommand, MMLiteRunnable {
+    static let configuration = CommandConfiguration(
+        commandName: "resolve",
+        abstract: "Restart a link that is stuck on an apply error, by skipping the failing transaction.",
+        discussion: """
+        For each subscription of NODE that keeps failing (PostgreSQL 15+): disables it, reads the
+        failing transaction from the publisher's slot, records each of its changes in NODE's
+        mmlite.conflicts (kind apply_error_skipped) together with ALTER SUBSCRIPTION ... SKIP, and
+        enables it again. The skipped changes are lost on NODE: repair from the log if needed.
+        Exit code: 0 done (or nothing to do), 2 --from names a link that is not failing or a step
+        failed (nothing skipped), 64 usage, 69 unreachable, 75 stopped part-way, 78 PostgreSQL < 15.
+        """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The node whose incoming link is stuck (the subscriber).") var node: String
+    @Flag(help: "Skip the failing transaction (the only resolution so far).") var skip = false
+    @Option(help: ArgumentHelp("Only the link from this publisher.", valueName: "peer")) var from: String?
+    @Flag(help: "Show what would be skipped and change nothing.") var dryRun = false
+    @Option(help: ArgumentHelp("Seconds to watch for a new apply error and to wait for workers.", valueName: "seconds"))
+    var timeout: Double = 30
+
+    func validate() throws {
+        guard skip else { throw ValidationError("say how to resolve: --skip (skip the failing transaction)") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
+    func execute(_ context: Context) throws -> ExitStatus {
+        global.prepare(context)
+        return try Resolve(configPath: global.config, node: node, from: from, dryRun: dryRun, timeout: timeout, context: context).run()
     }
 }
 

@@ -154,6 +154,8 @@ indirect enum JSON {
     case null
     case array([JSON])
     case object([(String, JSON)])
+    /// Text that already is JSON (e.g. a jsonb value as PostgreSQL prints it).
+    case raw(String)
 
     static func optional(_ value: String?) -> JSON { value.map { .string($0) } ?? .null }
     static func optional(_ value: Int64?) -> JSON { value.map { .integer($0) } ?? .null }
@@ -172,6 +174,7 @@ indirect enum JSON {
         case .integer(let value): return String(value)
         case .bool(let value): return value ? "true" : "false"
         case .null: return "null"
+        case .raw(let text): return text
         case .array(let items):
             if items.isEmpty { return "[]" }
             return "[\n" + items.map { inner + $0.render(indent: indent + 1) }.joined(separator: ",\n") + "\n" + pad + "]"

@@ -156,7 +156,9 @@ struct Inspector {
         let tables = try connection.query("""
             SELECT n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 0)::bigint,
                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                   pg_has_role(c.relowner, 'USAGE')
+                   pg_has_role(c.relowner, 'USAGE'),
+                   (SELECT string_agg(ci.relname::text, ',' ORDER BY ci.relname) FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
+                    WHERE i.indrelid = c.oid AND i.indisunique AND NOT i.indisprimary)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
@@ -167,6 +169,7 @@ struct Inspector {
             facts.tables[qualified] = TableFacts(name: qualified, columns: [], hasPrimaryKey: row[4] == "t",
                                                  replicaIdentity: row[2] ?? "d", isOwner: row[5] == "t",
                                                  rowEstimate: Int64(row[3] ?? "0") ?? 0)
+            facts.tables[qualified]?.secondaryUniqueIndexes = (row[6] ?? "").split(separator: ",").map(String.init)
         }
     }
 

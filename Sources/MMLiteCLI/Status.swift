@@ -9,6 +9,18 @@ struct NodeStatus {
     var error: String?
     var version: String?
     var currentLSN: LSN?
+    /// mmlite.conflicts rows and size (nil: no conflict log on this node).
+    var conflictLogRows: Int64?
+    var conflictLogBytes: Int64?
+    /// Change and version tables of opted-in tables: count, total size, estimated rows.
+    var changeTables = 0, changeBytes: Int64 = 0, changeRows: Int64 = 0
+    var versionTables = 0, versionBytes: Int64 = 0, versionRows: Int64 = 0
+}
+
+/// A link whose apply worker keeps failing on one transaction.
+struct StuckLink {
+    var failingLSN: LSN?
+    var summary: String
 }
 
 struct Status {
@@ -66,6 +78,15 @@ struct Status {
                     ORDER BY s.subname, w.pid
                     """, [names.prefix])
                 subscriptionRows[node.name] = Dictionary(subscriptions.rows.compactMap { row in row[0].map { ($0, row) } }, uniquingKeysWith: { a, _ in a })
+                if let sizes = try connection.query(ConflictMaintenance.sizes).rows.first {
+                    func int(_ index: Int) -> Int64 { Int64(sizes[index] ?? "0") ?? 0 }
+                    status.conflictLogBytes = sizes[0].flatMap { Int64($0) }
+                    status.changeTables = Int(int(1)); status.changeBytes = int(2); status.changeRows = int(3)
+                    status.versionTables = Int(int(4)); status.versionBytes = int(5); status.versionRows = int(6)
+                    if status.conflictLogBytes != nil {
+                        status.conflictLogRows = try connection.query(ConflictMaintenance.logRows).scalar.flatMap { Int64($0) }
+                    }
+                }
                 status.reachable = true
             } catch {
                 status.error = console.redact((error as? PGError)?.message ?? "\(error)")
@@ -80,6 +101,7 @@ struct Status {
         let firstMember = config.nodes.map(\.name).first { published.contains($0) } ?? "MEMBER"
 
         var links: [(LinkStatus, Health, [String])] = []
+        var stuckLinks: [StuckLink?] = []
         for link in Planner.links(of: config.nodes.map(\.name)) {
             if let node = [link.publisher, link.subscriber].first(where: pending.contains) {
                 let status = LinkStatus(publisher: link.publisher, subscriber: link.subscriber,
@@ -126,6 +148,16 @@ struct Status {
                 }
             }
             var (health, problems) = status.evaluate(thresholds)
+            var stuck: StuckLink? = nil
+            if status.subscriptionEnabled == true, status.workerPID == nil, (status.applyErrorCount ?? 0) > 0, status.publisherReachable,
+               let subscriberConnection = connections[link.subscriber], let publisherConnection = connections[link.publisher] {
+                stuck = stuckLink(status, subscriber: subscriberConnection, publisher: publisherConnection, config: config)
+            }
+            if let stuck {
+                health = .critical
+                problems.removeAll { $0.hasPrefix("no apply worker runs") }
+                problems.append(stuck.summary)
+            }
             if let retained = status.retainedBytes, retained >= retainedWarningBytes {
                 health = max(health, .warning)
                 problems.append("slot \(status.slot) retains \(formatBytes(retained)) of WAL on \(link.publisher)" + (status.subscriberReachable ? "" : "; if \(link.subscriber) is gone for good: mmlite part \(link.subscriber) --force"))
@@ -133,21 +165,45 @@ struct Status {
                 problems.append("\(link.publisher)'s slot \(status.slot) keeps WAL for \(link.subscriber) while it is unreachable; if it is gone for good: mmlite part \(link.subscriber) --force")
             }
             links.append((status, health, problems))
+            stuckLinks.append(stuck)
         }
         var overall = links.map(\.1).max() ?? .ok
         if nodes.contains(where: { !$0.reachable }) { overall = max(overall, .critical) }
 
         switch format {
         case .json:
-            console.print(renderJSON(config: config, nodes: nodes, links: links, overall: overall).render())
+            console.print(renderJSON(config: config, nodes: nodes, links: links, overall: overall, stuck: stuckLinks).render())
         case .table:
-            renderTable(config: config, nodes: nodes, links: links, overall: overall, console: console)
+            renderTable(config: config, nodes: nodes, links: links, overall: overall, stuck: stuckLinks, console: console)
         }
         if check { return ExitStatus(rawValue: overall.nagiosCode) ?? .unknown }
         return .ok
     }
 
-    func renderJSON(config: MeshConfig, nodes: [NodeStatus], links: [(LinkStatus, Health, [String])], overall: Health) -> JSON {
+    /// An enabled subscription without a worker and with apply errors: peek the
+    /// publisher's slot (only while no walsender holds it) for the first
+    /// transaction the subscriber has not applied. The error text itself is
+    /// only in the subscriber's server log: PostgreSQL keeps no copy.
+    func stuckLink(_ link: LinkStatus, subscriber: PGConnection, publisher: PGConnection, config: MeshConfig) -> StuckLink? {
+        let errors = link.applyErrorCount ?? 0
+        let advice = "see \(link.subscriber)'s server log for the error; to skip it: mmlite resolve \(link.subscriber) --skip --from \(link.publisher)"
+        guard let info = try? SubscriptionInfo.read(subscriber, name: link.subscription) else { return nil }
+        do {
+            guard let pending = try SlotPeek.firstPending(publisher, slot: link.slot, publication: config.names.publication,
+                                                          originNone: info.origin == "none", appliedUpTo: info.appliedUpTo,
+                                                          console: context.console) else { return nil }
+            let first = SlotPeek.describe(pending, limit: 3).joined(separator: "; ")
+            return StuckLink(failingLSN: pending.finalLSN,
+                             summary: "stuck: the apply worker keeps failing (\(errors) apply errors) on transaction \(pending.xid) of \(link.publisher), commit LSN \(pending.finalLSN): \(first); \(advice)")
+        } catch is SlotPeek.Busy {
+            return StuckLink(failingLSN: nil, summary: "stuck: no apply worker and \(errors) apply errors (the worker is retrying; the failing transaction follows \(info.appliedUpTo?.description ?? "the start")); \(advice)")
+        } catch {
+            context.console.debug("peek of \(link.slot) on \(link.publisher) failed: \(error)")
+            return nil
+        }
+    }
+
+    func renderJSON(config: MeshConfig, nodes: [NodeStatus], links: [(LinkStatus, Health, [String])], overall: Health, stuck: [StuckLink?]) -> JSON {
         let healthy = links.filter { $0.1 == .ok }.count
         return .object([
             ("mesh", .string(config.mesh.name)),
@@ -167,10 +223,19 @@ struct Status {
                     ("server_version", .optional(node.version)),
                     ("current_lsn", .optional(node.currentLSN?.description)),
                     ("error", .optional(node.error)),
+                    ("conflict_log_rows", .optional(node.conflictLogRows)),
+                    ("conflict_log_bytes", .optional(node.conflictLogBytes)),
+                    ("change_tables", .integer(Int64(node.changeTables))),
+                    ("change_tables_bytes", .integer(node.changeBytes)),
+                    ("change_tables_rows_estimate", .integer(node.changeRows)),
+                    ("version_tables", .integer(Int64(node.versionTables))),
+                    ("version_tables_bytes", .integer(node.versionBytes)),
+                    ("version_tables_rows_estimate", .integer(node.versionRows)),
                 ])
             })),
-            ("links", .array(links.map { link, health, problems in
-                .object([
+            ("links", .array(links.enumerated().map { index, entry in
+                let (link, health, problems) = entry
+                return .object([
                     ("publisher", .string(link.publisher)),
                     ("subscriber", .string(link.subscriber)),
                     ("state", .string(health.rawValue)),
@@ -194,23 +259,29 @@ struct Status {
                     ("retained_wal_bytes", .optional(link.retainedBytes.map { Int64(clamping: $0) })),
                     ("apply_error_count", .optional(link.applyErrorCount)),
                     ("last_error", .optional(link.lastError)),
+                    ("stuck", .bool(stuck[index] != nil)),
+                    ("failing_lsn", .optional(stuck[index]?.failingLSN?.description)),
                 ])
             })),
         ])
     }
 
-    func renderTable(config: MeshConfig, nodes: [NodeStatus], links: [(LinkStatus, Health, [String])], overall: Health, console: Console) {
+    func renderTable(config: MeshConfig, nodes: [NodeStatus], links: [(LinkStatus, Health, [String])], overall: Health, stuck: [StuckLink?], console: Console) {
         let healthy = links.filter { $0.1 == .ok }.count
         console.print("Mesh \(config.mesh.name): \(overall.rawValue.uppercased()) — \(nodes.filter(\.reachable).count)/\(nodes.count) nodes up, \(healthy)/\(links.count) links ok")
         console.print()
-        var nodeRows = [["NODE", "STATE", "VERSION", "LSN", "DSN"]]
+        var nodeRows = [["NODE", "STATE", "VERSION", "LSN", "CONFLICT LOG", "CHANGES", "VERSIONS", "DSN"]]
         for node in nodes {
-            nodeRows.append([node.name, node.reachable ? "up" : "DOWN", node.version ?? "-", node.currentLSN?.description ?? "-", node.dsn])
+            let log = node.conflictLogRows.map { "\($0) row\($0 == 1 ? "" : "s"), \(formatBytes(UInt64(max(0, node.conflictLogBytes ?? 0))))" } ?? "-"
+            let changes = node.changeTables == 0 ? "-" : formatBytes(UInt64(max(0, node.changeBytes)))
+            let versions = node.versionTables == 0 ? "-" : "\(formatBytes(UInt64(max(0, node.versionBytes)))) (~\(node.versionRows) rows)"
+            nodeRows.append([node.name, node.reachable ? "up" : "DOWN", node.version ?? "-", node.currentLSN?.description ?? "-",
+                             log, changes, versions, node.dsn])
         }
         printTable(nodeRows, console: console)
         console.print()
         var linkRows = [["LINK", "SUBSCRIPTION", "WORKER", "SLOT", "FILTER", "LAG", "LAG(s)", "RETAINED", "STATE"]]
-        for (link, health, _) in links {
+        for (index, (link, health, _)) in links.enumerated() {
             let subscription: String = {
                 switch (link.subscriptionExists, link.subscriptionEnabled) {
                 case (true?, true?): return "enabled"
@@ -219,7 +290,7 @@ struct Status {
                 default: return "?"
                 }
             }()
-            let worker = link.workerRunning.map { $0 ? "running" : "STOPPED" } ?? "?"
+            let worker = stuck[index] != nil ? "STUCK" : link.workerRunning.map { $0 ? "running" : "STOPPED" } ?? "?"
             let slot: String = link.slotExists == false ? "MISSING" : link.slotActive.map { $0 ? "active" : "inactive" } ?? "?"
             linkRows.append(["\(link.publisher) -> \(link.subscriber)", subscription, worker, slot, link.filter?.rawValue ?? "?",
                              link.lagBytes.map(formatBytes) ?? "-", link.lagSeconds.map { String(format: "%.1f", $0) } ?? "-",

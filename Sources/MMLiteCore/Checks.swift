@@ -231,6 +231,12 @@ public struct Checks: Sendable {
             } else {
                 fail("table", "\(table.sql) " + problems.joined(separator: "; "), fixes.joined(separator: " "))
             }
+            // Last-update-wins decides per primary key; a second unique key
+            // can still collide between nodes and stop the link.
+            if config.tableSettings[table]?.conflicts != nil, !mine.secondaryUniqueIndexes.isEmpty {
+                warn("unique_key", "\(table.sql) opts in to conflict handling but has unique \(mine.secondaryUniqueIndexes.count == 1 ? "index" : "indexes") besides the primary key (\(mine.secondaryUniqueIndexes.joined(separator: ", "))): two nodes writing the same value under different keys stop replication, which last-update-wins cannot resolve",
+                     "give each node its own values (or drop the constraint); when a link stops on it: mmlite resolve <node> --skip (records the skipped change in mmlite.conflicts)")
+            }
         }
 
         // peer_dsn database.

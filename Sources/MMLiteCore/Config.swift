@@ -27,11 +27,22 @@ public struct MeshSettings: Sendable, Equatable {
     public var name: String
     public var tables: [TablePattern]
     public var filter: FilterMode
+    /// How long `mmlite conflicts prune` keeps conflict-log rows (a PostgreSQL interval).
+    public var conflictLogRetention: String
+    /// How long `mmlite conflicts prune` keeps tombstones of opted-in tables.
+    public var tombstoneRetention: String
 
-    public init(name: String, tables: [TablePattern], filter: FilterMode = .auto) {
+    public static let defaultConflictLogRetention = "30 days"
+    public static let defaultTombstoneRetention = "7 days"
+
+    public init(name: String, tables: [TablePattern], filter: FilterMode = .auto,
+                conflictLogRetention: String = MeshSettings.defaultConflictLogRetention,
+                tombstoneRetention: String = MeshSettings.defaultTombstoneRetention) {
         self.name = name
         self.tables = tables
         self.filter = filter
+        self.conflictLogRetention = conflictLogRetention
+        self.tombstoneRetention = tombstoneRetention
     }
 }
 
@@ -130,8 +141,8 @@ extension MeshConfig {
         // [mesh]
         guard let meshValue = root["mesh"] else { throw error(nil, "the [mesh] section is missing") }
         guard let meshTable = meshValue.table else { throw error("mesh", "must be a table ([mesh])") }
-        for key in meshTable.keys where !["name", "tables", "filter"].contains(key) {
-            throw error("mesh.\(key)", "unknown setting (known: name, tables, filter)")
+        for key in meshTable.keys where !["name", "tables", "filter", "conflict_log_retention", "tombstone_retention"].contains(key) {
+            throw error("mesh.\(key)", "unknown setting (known: name, tables, filter, conflict_log_retention, tombstone_retention)")
         }
         guard let nameValue = meshTable["name"] else { throw error("mesh", "mesh.name is missing") }
         guard let meshName = nameValue.string else { throw error("mesh.name", "must be a string") }
@@ -161,6 +172,15 @@ extension MeshConfig {
                 throw error("mesh.filter", "must be one of \"auto\", \"mmlite\", \"origin-none\"")
             }
             filter = mode
+        }
+        var retention: [String: String] = [:]
+        for (key, fallback) in [("conflict_log_retention", MeshSettings.defaultConflictLogRetention),
+                                ("tombstone_retention", MeshSettings.defaultTombstoneRetention)] {
+            guard let value = meshTable[key] else { retention[key] = fallback; continue }
+            guard let text = value.string, let interval = RetentionInterval(text) else {
+                throw error("mesh.\(key)", "must be a duration such as \"30 days\", \"12 hours\" or \"2 weeks\" (units: minutes, hours, days, weeks, months, years)")
+            }
+            retention[key] = interval.sql
         }
 
         // [[nodes]]
@@ -234,7 +254,9 @@ extension MeshConfig {
                 tableSettings[name] = result
             }
         }
-        return MeshConfig(mesh: MeshSettings(name: meshName, tables: patterns, filter: filter), nodes: nodes,
+        return MeshConfig(mesh: MeshSettings(name: meshName, tables: patterns, filter: filter,
+                                             conflictLogRetention: retention["conflict_log_retention"]!,
+                                             tombstoneRetention: retention["tombstone_retention"]!), nodes: nodes,
                           tableSettings: tableSettings)
     }
 

@@ -88,6 +88,8 @@ public struct TableFacts: Sendable, Equatable {
     public var isOwner: Bool
     public var sequences: [SequenceFacts]
     public var rowEstimate: Int64
+    /// Unique indexes other than the primary key (and other than the replica identity index).
+    public var secondaryUniqueIndexes: [String] = []
 
     public init(name: QualifiedName, columns: [ColumnFacts], hasPrimaryKey: Bool, replicaIdentity: String = "d",
                 isOwner: Bool = true, sequences: [SequenceFacts] = [], rowEstimate: Int64 = 0) {

@@ -1,0 +1,322 @@
+import Foundation
+import MMLiteCore
+import PostgresClient
+
+/// A mesh subscription as `resolve` and `status` need it.
+struct SubscriptionInfo {
+    var name: String
+    var oid: String
+    var enabled: Bool
+    /// `suborigin` (16+): "none" means the publisher filters by origin itself.
+    var origin: String?
+    var slot: String
+    var skipLSN: LSN?
+    var workerRunning: Bool
+    var applyErrors: Int64
+    /// How far the subscriber has applied (the origin's remote_lsn).
+    var appliedUpTo: LSN?
+
+    static func read(_ connection: PGConnection, name: String) throws -> SubscriptionInfo? {
+        let major = connection.serverMajorVersion
+        let result = try connection.query("""
+            SELECT s.oid, s.subenabled, \(major >= 16 ? "s.suborigin" : "NULL::text"), coalesce(s.subslotname::text, ''),
+                   \(major >= 15 ? "s.subskiplsn::text" : "NULL::text"),
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.pid IS NOT NULL),
+                   \(major >= 15 ? "coalesce((SELECT st.apply_error_count FROM pg_catalog.pg_stat_subscription_stats st WHERE st.subid = s.oid), 0)" : "0"),
+                   pg_catalog.pg_replication_origin_progress('pg_' || s.oid, true)::text
+            FROM pg_catalog.pg_subscription s
+            WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+            """, [name])
+        guard let row = result.rows.first, let oid = row[0] else { return nil }
+        return SubscriptionInfo(name: name, oid: oid, enabled: row[1] == "t", origin: row[2], slot: row[3] ?? "",
+                                skipLSN: row[4].flatMap { LSN($0) }.flatMap { $0 == .zero ? nil : $0 },
+                                workerRunning: row[5] == "t", applyErrors: Int64(row[6] ?? "0") ?? 0,
+                                appliedUpTo: row[7].flatMap { LSN($0) })
+    }
+}
+
+/// Reads a slot's pending changes without consuming them.
+enum SlotPeek {
+    struct Busy: Error {}
+
+    /// The first transaction on `slot` the subscriber has not applied
+    /// (committed after `appliedUpTo`); nil when nothing is pending. Throws
+    /// `Busy` when a walsender holds the slot.
+    static func firstPending(_ publisher: PGConnection, slot: String, publication: String, originNone: Bool,
+                             appliedUpTo: LSN?, console: Console) throws -> PgOutput.Transaction? {
+        var limit = 1000
+        while true {
+            // Without streaming (protocol 1) a transaction is emitted whole at
+            // its commit, so a row limit never cuts one; a bigger limit is
+            // needed only while everything seen was applied already.
+            var options = "'proto_version', '1', 'publication_names', \(SQL.literal(publication))"
+            if originNone { options += ", 'origin', 'none'" }
+            let result: PGResult
+            do {
+                result = try publisher.query("SELECT data::text FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \(options))",
+                                             [slot, String(limit)])
+            } catch let error as PGError where error.sqlState == "55006" {
+                throw Busy()
+            }
+            let messages = try result.rows.map { try PgOutput.bytes(fromHex: $0[0] ?? "") }
+            let (complete, open) = try PgOutput.transactions(messages)
+            if let pending = PgOutput.firstPending(complete, appliedUpTo: appliedUpTo) { return pending }
+            if result.rows.count < limit {
+                // An open transaction at the end: the slot ran out mid-way (cannot happen with protocol 1).
+                return open.flatMap { PgOutput.firstPending([$0], appliedUpTo: appliedUpTo) == nil ? nil : $0 }
+            }
+            guard limit < 100_000_000 else { return nil }
+            console.debug("peek: \(limit) messages held only applied transactions; looking further")
+            limit *= 10
+        }
+    }
+
+    /// One line per change: "insert public.people {"id": 1} {...}".
+    static func describe(_ transaction: PgOutput.Transaction, limit: Int = 20) -> [String] {
+        var lines = transaction.changes.prefix(limit).map { change in
+            "\(change.operation.rawValue) \(change.relation.qualifiedName) key \(change.keyJSON): \(change.rowJSON)"
+        }
+        if transaction.changes.count > limit { lines.append("... and \(transaction.changes.count - limit) more changes") }
+        if transaction.changes.isEmpty { lines.append("(no row changes)") }
+        return lines
+    }
+
+    /// PostgreSQL's commit time (microseconds since 2000-01-01) as ISO 8601.
+    static func time(_ microseconds: Int64) -> String {
+        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: 946_684_800 + Double(microseconds) / 1_000_000))
+    }
+}
+
+struct Resolve {
+    let configPath: String
+    let node: String
+    let from: String?
+    let dryRun: Bool
+    /// How long to watch for a new apply error, and to wait for workers.
+    let timeout: Double
+    let context: Context
+
+    struct Candidate {
+        var peer: String
+        var info: SubscriptionInfo
+    }
+
+    func run() throws -> ExitStatus {
+        let console = context.console
+        let config = try loadConfig(configPath, console: console)
+        let names = config.names
+        guard config.node(named: node) != nil else { throw CLIError(.usage, "\(node) is not a node of \(configPath)") }
+        if let from {
+            guard config.node(named: from) != nil, from != node else { throw CLIError(.usage, "--from \(from): not another node of \(configPath)") }
+        }
+        guard let subscriber = try? Connections.connect(config.node(named: node)!.dsn) else {
+            throw CLIError(.unavailable, "\(node) is unreachable")
+        }
+        defer { subscriber.close() }
+        let major = subscriber.serverMajorVersion
+        guard major >= 15 else {
+            throw CLIError(.config, """
+                \(node) runs PostgreSQL \(major): ALTER SUBSCRIPTION ... SKIP needs 15 or later. Instead, on \(node): \
+                find the failing transaction's "finished at" LSN in the server log, then ALTER SUBSCRIPTION <name> DISABLE; \
+                SELECT pg_replication_origin_advance('pg_' || <subscription oid>, '<that LSN>'); ALTER SUBSCRIPTION <name> ENABLE \
+                (this skips the transaction without a record), or remove the row the transaction conflicts with on \(node)
+                """)
+        }
+        let peers = from.map { [$0] } ?? config.nodes.map(\.name).filter { $0 != node }
+        var candidates: [Candidate] = []
+        for peer in peers {
+            guard let info = try SubscriptionInfo.read(subscriber, name: names.subscription(publisher: peer)) else {
+                if from != nil { throw CLIError(.failure, "\(node) has no subscription \(names.subscription(publisher: peer)) (run mmlite apply)") }
+                continue
+            }
+            candidates.append(Candidate(peer: peer, info: info))
+        }
+
+        // Only a link that keeps failing is skipped: a link that is merely
+        // behind must not lose a transaction.
+        var stuck: [Candidate] = []
+        let failing = candidates.filter { $0.info.applyErrors > 0 }
+        if !failing.isEmpty {
+            console.print("Watching \(failing.map { $0.info.name }.joined(separator: ", ")) on \(node) for a new apply error (up to \(Int(timeout)) s)...")
+        }
+        for candidate in failing {
+            if !candidate.info.enabled {
+                // Disabled (disable_on_error, an interrupted resolve, or by hand): it cannot
+                // fail again to prove it is stuck, so only an explicit --from skips it.
+                if from != nil {
+                    stuck.append(candidate)
+                } else {
+                    console.print("\(candidate.info.name) is disabled (with \(candidate.info.applyErrors) apply errors so far): not touched; name it with --from \(candidate.peer) to skip its next transaction")
+                }
+                continue
+            }
+            var failedAgain = false
+            _ = pollUntil(timeout: timeout, interval: 0.5) {
+                guard let now = try SubscriptionInfo.read(subscriber, name: candidate.info.name) else { return true }
+                failedAgain = now.applyErrors > candidate.info.applyErrors
+                let advanced = (now.appliedUpTo ?? .zero) > (candidate.info.appliedUpTo ?? .zero)
+                return failedAgain || advanced
+            }
+            if failedAgain { stuck.append(candidate) }
+        }
+        guard !stuck.isEmpty else {
+            let what = from.map { "the link \($0) -> \(node)" } ?? "no link into \(node)"
+            console.print(from == nil ? "Nothing to resolve: \(what) keeps failing." : "Nothing to resolve: \(what) is not failing (no new apply error within \(Int(timeout)) s).")
+            return from == nil ? .ok : .failure
+        }
+
+        var result = ExitStatus.ok
+        for candidate in stuck {
+            let status = try resolve(candidate, subscriber: subscriber, config: config)
+            if status != .ok { result = status }
+        }
+        return result
+    }
+
+    /// Skips the failing transaction of one subscription.
+    private func resolve(_ candidate: Candidate, subscriber: PGConnection, config: MeshConfig) throws -> ExitStatus {
+        let console = context.console
+        let subscription = candidate.info.name
+        let link = "\(candidate.peer) -> \(node)"
+        guard let publisherNode = config.node(named: candidate.peer) else { return .failure }
+        let publisher: PGConnection
+        do { publisher = try Connections.connect(publisherNode.dsn) } catch {
+            console.error("mmlite: \(link): publisher \(candidate.peer) is unreachable: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
+            return .unavailable
+        }
+        defer { publisher.close() }
+        let originNone = candidate.info.origin == "none"
+        let slot = candidate.info.slot.isEmpty ? config.names.slot(subscriber: node) : candidate.info.slot
+
+        if dryRun {
+            // No change at all: peek while the failing worker is between retries.
+            var pending: PgOutput.Transaction?
+            var peeked = false
+            var failure: String?
+            _ = pollUntil(timeout: timeout, interval: 0.3) {
+                do {
+                    let info = try SubscriptionInfo.read(subscriber, name: subscription)
+                    pending = try SlotPeek.firstPending(publisher, slot: slot, publication: config.names.publication,
+                                                        originNone: originNone, appliedUpTo: info?.appliedUpTo, console: console)
+                    peeked = true
+                } catch is SlotPeek.Busy {
+                    return false
+                } catch {
+                    failure = console.redact((error as? PGError)?.message ?? "\(error)")
+                }
+                return true
+            }
+            if let failure {
+                console.error("mmlite: \(link): cannot read slot \(slot) on \(candidate.peer): \(failure)")
+                return .failure
+            }
+            guard peeked else {
+                console.error("mmlite: \(link): slot \(slot) stayed in use for \(Int(timeout)) s; try again")
+                return .partial
+            }
+            guard let pending else {
+                console.print("\(link): nothing pending on slot \(slot); nothing would be skipped.")
+                return .ok
+            }
+            report(pending, link: link, subscription: subscription, verb: "Would skip")
+            return .ok
+        }
+
+        // 1. Stop the worker, so the slot is free and nothing is applied meanwhile.
+        console.print("\(link): disabling \(subscription) ...")
+        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) DISABLE")
+        let stopped = pollUntil(timeout: timeout, interval: 0.2) {
+            let workers = try subscriber.query("SELECT count(*) FROM pg_catalog.pg_stat_subscription WHERE subid = $1::oid AND pid IS NOT NULL", [candidate.info.oid]).scalar
+            let active = try publisher.query("SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slot]).scalar
+            return workers == "0" && active != "t"
+        }
+        func reenable() { _ = try? subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) ENABLE") }
+        guard stopped else {
+            reenable()
+            console.error("mmlite: \(link): the apply worker or the walsender did not stop within \(Int(timeout)) s; nothing skipped")
+            return .partial
+        }
+
+        // 2. The first transaction not applied yet is the failing one.
+        let pending: PgOutput.Transaction?
+        do {
+            let info = try SubscriptionInfo.read(subscriber, name: subscription)
+            pending = try SlotPeek.firstPending(publisher, slot: slot, publication: config.names.publication,
+                                                originNone: originNone, appliedUpTo: info?.appliedUpTo, console: console)
+        } catch {
+            reenable()
+            console.error("mmlite: \(link): cannot read slot \(slot) on \(candidate.peer): \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(subscription) enabled again")
+            return .failure
+        }
+        guard let pending else {
+            reenable()
+            console.print("\(link): nothing pending on slot \(slot); nothing skipped, \(subscription) enabled again.")
+            return .ok
+        }
+
+        // 3. Record what is lost and set the skip in one transaction: no skip without a record.
+        do {
+            try subscriber.execute(ConflictSQL.shared)
+            try subscriber.execute("BEGIN")
+            let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(PgOutputJSON.quote(candidate.peer)), \"committed_at\": \"\(SlotPeek.time(pending.commitTime))\"}"
+            if pending.changes.isEmpty {
+                try subscriber.query(ConflictMaintenance.recordSkip, ["", "{}", nil, version, candidate.peer])
+            }
+            for change in pending.changes {
+                try subscriber.query(ConflictMaintenance.recordSkip,
+                                     [change.relation.qualifiedName, change.keyJSON,
+                                      change.operation == .delete || change.operation == .truncate ? nil : change.rowJSON,
+                                      version, candidate.peer])
+            }
+            try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) SKIP (lsn = \(SQL.literal(pending.finalLSN.description)))")
+            try subscriber.execute("COMMIT")
+        } catch {
+            _ = try? subscriber.execute("ROLLBACK")
+            reenable()
+            console.error("mmlite: \(link): could not record and skip: \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(subscription) enabled again")
+            return .failure
+        }
+        report(pending, link: link, subscription: subscription, verb: "Skipped")
+
+        // 4. Restart and wait until the worker is past the skipped transaction.
+        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) ENABLE")
+        var info: SubscriptionInfo?
+        let past = pollUntil(timeout: max(timeout, 30), interval: 0.3) {
+            info = try SubscriptionInfo.read(subscriber, name: subscription)
+            guard let info else { return false }
+            return info.skipLSN == nil && (info.appliedUpTo ?? .zero) >= pending.finalLSN && info.workerRunning
+        }
+        guard past else {
+            console.error("mmlite: \(link): \(subscription) is enabled but has not got past \(pending.finalLSN) yet (applied up to \(info?.appliedUpTo?.description ?? "?"), worker \(info?.workerRunning == true ? "running" : "not running")); check `mmlite status`, run resolve again if the next transaction fails too")
+            return .partial
+        }
+        console.print("\(link): \(subscription) is streaming again (applied up to \(info?.appliedUpTo?.description ?? "?")).")
+        return .ok
+    }
+
+    private func report(_ transaction: PgOutput.Transaction, link: String, subscription: String, verb: String) {
+        let console = context.console
+        console.print("\(link): \(verb) transaction \(transaction.xid) of \(link.split(separator: " ").first ?? "") (commit LSN \(transaction.finalLSN), committed \(SlotPeek.time(transaction.commitTime))), \(transaction.changes.count) change\(transaction.changes.count == 1 ? "" : "s"):")
+        for line in SlotPeek.describe(transaction) { console.print("  " + line) }
+        if verb == "Skipped" {
+            console.print("  recorded in \(node)'s mmlite.conflicts (kind \(ConflictMaintenance.skipKind)); ALTER SUBSCRIPTION \(subscription) SKIP (lsn = '\(transaction.finalLSN)')")
+        } else {
+            console.print("  (dry run: nothing changed; would record it in \(node)'s mmlite.conflicts and run ALTER SUBSCRIPTION \(subscription) SKIP (lsn = '\(transaction.finalLSN)'))")
+        }
+    }
+}
+
+/// JSON string quoting for the few JSON texts built here.
+enum PgOutputJSON {
+    static func quote(_ text: String) -> String { JSON.quote(text) }
+}
+
+/// Polls `condition` until it holds or `timeout` seconds passed; errors count as false.
+func pollUntil(timeout: Double, interval: Double, _ condition: () throws -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        if (try? condition()) == true { return true }
+        if Date() >= deadline { return false }
+        usleep(UInt32(interval * 1_000_000))
+    }
+}

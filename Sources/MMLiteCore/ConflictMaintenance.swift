@@ -1,0 +1,94 @@
+/// Upkeep of the conflict log and of the change/version tables of opted-in
+/// tables (`mmlite conflicts prune`, the sizes `mmlite status` shows), and
+/// the record `mmlite resolve --skip` leaves. Pure SQL generation; see
+/// docs/conflicts.md. Layout-independent: it reads the change and version
+/// tables only through `ConflictSQL` (prune) and the catalog (sizes).
+
+/// A retention period from the configuration file, e.g. "30 days".
+/// Deliberately narrow (a number and a unit) so it means the same to every
+/// PostgreSQL and cannot carry SQL.
+public struct RetentionInterval: Sendable, Equatable, CustomStringConvertible {
+    public var amount: Int
+    /// Singular PostgreSQL unit: minute, hour, day, week, month, year.
+    public var unit: String
+
+    static let units: [String: String] = [
+        "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute",
+        "hour": "hour", "hours": "hour", "h": "hour",
+        "day": "day", "days": "day", "d": "day",
+        "week": "week", "weeks": "week", "w": "week",
+        "month": "month", "months": "month", "mon": "month",
+        "year": "year", "years": "year", "y": "year",
+    ]
+
+    public init?(_ text: String) {
+        let trimmed = text.trimming(" \t")
+        let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
+        let rest = trimmed.dropFirst(digits.count).trimming(" \t").lowercased()
+        guard !digits.isEmpty, digits.count <= 6, let amount = Int(digits), amount > 0, let unit = Self.units[rest] else { return nil }
+        self.amount = amount
+        self.unit = unit
+    }
+
+    /// Text PostgreSQL reads as an interval: "30 days".
+    public var sql: String { "\(amount) \(unit)\(amount == 1 ? "" : "s")" }
+    public var description: String { sql }
+}
+
+public enum ConflictMaintenance {
+    /// Removes conflict-log rows older than `retention` (an interval text);
+    /// returns the number of rows removed.
+    public static func pruneLog(retention: String) -> String {
+        """
+        WITH gone AS (
+            DELETE FROM mmlite.conflicts WHERE logged_at < pg_catalog.now() - \(SQL.literal(retention))::interval RETURNING 1
+        ) SELECT count(*) FROM gone
+        """
+    }
+
+    /// Per node: the conflict log's size, and the total size and estimated
+    /// rows of the change and version tables (version tables hold the
+    /// tombstones). One row: log_bytes (NULL: no log), change_tables,
+    /// change_bytes, change_rows, version_tables, version_bytes, version_rows.
+    public static let sizes = """
+        SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('mmlite.conflicts')),
+               count(*) FILTER (WHERE c.relname LIKE '%$changes'),
+               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint,
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint,
+               count(*) FILTER (WHERE c.relname LIKE '%$versions'),
+               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint,
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'mmlite' AND c.relkind = 'r'
+        """
+
+    /// Rows in the conflict log (run only where it exists).
+    public static let logRows = "SELECT count(*) FROM mmlite.conflicts"
+
+    /// Rows of the conflict log, oldest first, optionally since a timestamp
+    /// (`$1`, timestamptz text or NULL) and for one table (`$2` or NULL).
+    public static let list = """
+        SELECT pg_catalog.to_char(logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), table_name, key::text, kind,
+               winner, reason, local_version::text, local_row::text, remote_version::text, remote_row::text, peer, id
+        FROM mmlite.conflicts
+        WHERE ($1::timestamptz IS NULL OR logged_at >= $1::timestamptz) AND ($2::text IS NULL OR table_name = $2::text)
+        ORDER BY logged_at, id
+        """
+
+    /// The `--since` value as a timestamp: an interval ("2 hours") counts
+    /// back from now, anything else is read as a timestamp. Run as a query
+    /// with `$1` = the text; raises if it is neither.
+    public static let since = """
+        SELECT CASE WHEN $1 ~ '^\\s*[0-9]+\\s*[a-zA-Z]+(\\s+[0-9]+\\s*[a-zA-Z]+)*\\s*$'
+                    THEN pg_catalog.now() - $1::interval ELSE $1::timestamptz END::text
+        """
+
+    /// What `resolve --skip` records per skipped change (parameters: $1 table,
+    /// $2 key jsonb, $3 remote_row jsonb, $4 remote_version jsonb, $5 peer).
+    public static let skipKind = "apply_error_skipped"
+    public static let skipReason = "skipped by mmlite resolve --skip"
+    public static let recordSkip = """
+        INSERT INTO mmlite.conflicts (table_name, key, kind, winner, reason, local_version, local_row, remote_version, remote_row, peer)
+        VALUES ($1, $2::jsonb, '\(skipKind)', 'local', '\(skipReason)', NULL, NULL, $4::jsonb, $3::jsonb, $5)
+        """
+}
