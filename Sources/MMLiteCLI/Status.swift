@@ -109,6 +109,7 @@ struct Status {
                                         slot: names.slot(subscriber: link.subscriber),
                                         publisherReachable: true, subscriberReachable: true)
                 links.append((status, .warning, ["\(node) has not joined the mesh (no publication \(names.publication) on it): mmlite join \(node) --from \(firstMember)"]))
+                stuckLinks.append(nil)
                 continue
             }
             let publisher = nodes.first { $0.name == link.publisher }
