@@ -40,8 +40,10 @@ final class TestMesh {
     let clusters: [Cluster]
     let configPath: String
 
-    init(_ count: Int, settings: [Int: [String: String]] = [:], schema: [Int: String] = [:]) throws {
-        guard let installation else { throw HarnessError("no PostgreSQL installation") }
+    /// `installation`: the PostgreSQL to run (default: the suites' common one).
+    init(_ count: Int, settings: [Int: [String: String]] = [:], schema: [Int: String] = [:],
+         installation chosen: PGInstallation? = nil) throws {
+        guard let installation = chosen ?? installation else { throw HarnessError("no PostgreSQL installation") }
         harness = try ClusterHarness()
         var started: [Cluster] = []
         for index in 1...count {
