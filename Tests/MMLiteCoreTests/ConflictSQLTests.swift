@@ -60,6 +60,12 @@ struct ConflictSQLTests {
         let long = ConflictSQL.Table(name: QualifiedName(schema: "public", name: String(repeating: "x", count: 50)),
                                      columns: [.init(name: "id", type: "integer", keyPosition: 1)], policy: .lastUpdateWins)
         #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(long) }
+        let clash = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1), .init(name: "mm_op", type: "text")], policy: .lastUpdateWins)
+        #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(clash) }
+        let keyClash = ConflictSQL.Table(name: accounts, columns: [.init(name: "op", type: "text", keyPosition: 1)], policy: .lastUpdateWins)
+        #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(keyClash) }
+        let nonKeyOp = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1), .init(name: "op", type: "text")], policy: .lastUpdateWins)
+        #expect(throws: Never.self) { try ConflictSQL.validate(nonKeyOp) }
         let keyOnly = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1)], policy: .lastUpdateWins)
         #expect(try ConflictSQL.install(keyOnly, node: "n1").contains("ON CONFLICT (id) DO NOTHING"))
     }
