@@ -14,7 +14,7 @@
 ///   every losing version in `mmlite.conflicts`, and returns NULL.
 public enum ConflictSQL {
     /// Bumped whenever the generated SQL changes meaning (part of the definition hash).
-    public static let generation = 1
+    public static let generation = 2
 
     /// Objects shared by all opted-in tables of a node.
     public static let shared = """
@@ -106,7 +106,15 @@ public enum ConflictSQL {
         tables.map { settings[$0]?.conflicts != nil ? changeTable($0) : $0 }.sorted()
     }
 
-    /// Checks that the table can be handled (primary key, name length).
+    /// Columns of the change table that carry the change itself (user columns
+    /// keep their own names next to them).
+    static let changeMetaColumns = ["mm_node", "mm_id", "mm_op", "mm_v_ms", "mm_v_counter", "mm_prev_ms", "mm_prev_counter", "mm_prev_node"]
+    /// Columns of the version table besides the key columns.
+    static let versionMetaColumns = ["v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"]
+    /// The generation-1 change table's columns (jsonb layout), dropped when upgrading.
+    static let generation1ChangeColumns = ["id", "node", "op", "key", "row_data", "v_ms", "v_counter", "prev_ms", "prev_counter", "prev_node", "written_at"]
+
+    /// Checks that the table can be handled (primary key, name length, column names).
     public static func validate(_ table: Table) throws {
         if table.keyColumns.isEmpty {
             throw GenerationError(message: "\(table.name.sql) has no primary key; conflict handling needs one")
@@ -115,86 +123,129 @@ public enum ConflictSQL {
         where object.name.utf8.count > ObjectNames.maximumLength {
             throw GenerationError(message: "\(table.name.sql): the name \(object.name) would exceed \(ObjectNames.maximumLength) bytes; shorten the schema or table name")
         }
+        for column in table.columns where !column.generated && changeMetaColumns.contains(column.name) {
+            throw GenerationError(message: "\(table.name.sql): column \(column.name) clashes with a column of the change table; rename it to opt in to conflict handling")
+        }
+        for column in table.keyColumns where versionMetaColumns.contains(column.name) {
+            throw GenerationError(message: "\(table.name.sql): primary-key column \(column.name) clashes with a column of the version table; rename it to opt in to conflict handling")
+        }
     }
 
     /// Everything to install (idempotently) for `table` on node `node`.
+    ///
+    /// Typed layout (generation 2): the change table holds the user's columns
+    /// with their own types next to the `mm_*` columns, the version table is
+    /// keyed by the user's key columns, so neither capture nor apply converts
+    /// through jsonb (only a conflict-log row does).
     public static func install(_ table: Table, node: String) throws -> String {
         try validate(table)
         let user = table.name.sql
-        let changes = changeTable(table.name).sql
-        let versions = versionTable(table.name).sql
+        let changesName = changeTable(table.name)
+        let changes = changesName.sql
+        let versionsName = versionTable(table.name)
+        let versions = versionsName.sql
         let capture = function(table.name, "capture").sql
         let apply = function(table.name, "apply").sql
         let me = SQL.literal(node)
         let keys = table.keyColumns
         let writable = table.columns.filter { !$0.generated }
         let nonKey = writable.filter { $0.keyPosition == nil && !$0.identityAlways }
+        func id(_ column: Column) -> String { SQL.identifier(column.name) }
 
-        func keyObject(_ record: String) -> String {
-            "pg_catalog.jsonb_build_object(" + keys.map { "\(SQL.literal($0.name)), \(record).\(SQL.identifier($0.name))" }.joined(separator: ", ") + ")"
+        let keyList = keys.map(id).joined(separator: ", ")
+        let columnList = writable.map(id).joined(separator: ", ")
+        func values(_ record: String, _ columns: [Column]) -> String { columns.map { "\(record).\(id($0))" }.joined(separator: ", ") }
+        func match(_ alias: String, _ record: String) -> String {
+            keys.map { "\(alias).\(id($0)) = \(record).\(id($0))" }.joined(separator: " AND ")
         }
-        let keyMatch = keys.map { "t.\(SQL.identifier($0.name)) = (NEW.key ->> \(SQL.literal($0.name)))::\($0.type)" }.joined(separator: " AND ")
-        let columnList = writable.map { SQL.identifier($0.name) }.joined(separator: ", ")
+        func keyObject(_ record: String) -> String {
+            "pg_catalog.jsonb_build_object(" + keys.map { "\(SQL.literal($0.name)), \(record).\(id($0))" }.joined(separator: ", ") + ")"
+        }
+        // The arriving row as jsonb (conflict log only; no 100-argument limit).
+        let remoteRow = "CASE WHEN NEW.mm_op = 'delete' THEN NULL ELSE (SELECT pg_catalog.to_jsonb(r) FROM (SELECT "
+            + writable.map { "NEW.\(id($0)) AS \(id($0))" }.joined(separator: ", ") + ") r) END"
         let overriding = writable.contains { $0.identityAlways } ? " OVERRIDING SYSTEM VALUE" : ""
         let onConflict = nonKey.isEmpty ? "DO NOTHING"
-            : "DO UPDATE SET " + nonKey.map { "\(SQL.identifier($0.name)) = EXCLUDED.\(SQL.identifier($0.name))" }.joined(separator: ", ")
-        let keyList = keys.map { SQL.identifier($0.name) }.joined(separator: ", ")
+            : "DO UPDATE SET " + nonKey.map { "\(id($0)) = EXCLUDED.\(id($0))" }.joined(separator: ", ")
 
-        // One local write: upsert the key's version (the ON CONFLICT branch sees the
-        // old version, kept as prev_*), then append the change row.
-        func emit(_ key: String, _ row: String, _ op: String) -> String {
-            """
-                    INSERT INTO \(versions) AS v (key, v_ms, v_counter, v_node, op) VALUES (\(key), now_ms, 0, \(me), '\(op)')
-                    ON CONFLICT (key) DO UPDATE SET
-                        v_ms = CASE WHEN now_ms > v.v_ms THEN now_ms ELSE v.v_ms END,
-                        v_counter = CASE WHEN now_ms > v.v_ms THEN 0 ELSE v.v_counter + 1 END,
-                        v_node = \(me), op = '\(op)', changed_at = pg_catalog.now(),
-                        prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node
-                    RETURNING v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node
-                        INTO n_ms, n_counter, p_ms, p_counter, p_node;
-                    INSERT INTO \(changes) (node, op, key, row_data, v_ms, v_counter, prev_ms, prev_counter, prev_node)
-                    VALUES (\(me), '\(op)', \(key), \(row), n_ms, n_counter, p_ms, p_counter, p_node);
+        // One local write: upsert the key's version (the ON CONFLICT branch keeps
+        // the replaced version as prev_*, which RETURNING hands back), and append
+        // the change row, in one statement.
+        func emit(_ record: String, _ op: String, withRow: Bool) -> String {
+            let rowColumns = withRow ? writable : keys
+            return """
+                    WITH v AS (
+                        INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op) VALUES (\(values(record, keys)), now_ms, 0, \(me), '\(op)')
+                        ON CONFLICT (\(keyList)) DO UPDATE SET
+                            v_ms = CASE WHEN now_ms > v.v_ms THEN now_ms ELSE v.v_ms END,
+                            v_counter = CASE WHEN now_ms > v.v_ms THEN 0 ELSE v.v_counter + 1 END,
+                            v_node = \(me), op = '\(op)', changed_at = pg_catalog.now(),
+                            prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op
+                        RETURNING v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node)
+                    INSERT INTO \(changes) (mm_node, mm_op, mm_v_ms, mm_v_counter, mm_prev_ms, mm_prev_counter, mm_prev_node, \(rowColumns.map(id).joined(separator: ", ")))
+                    SELECT \(me), '\(op)', v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, \(values(record, rowColumns)) FROM v;
             """
         }
 
-        // The policy decides only genuine conflicts (the arriving change was not
-        // written on top of the local version); causal successors always apply.
-        let decide: String
+        // The version upsert in apply changes the version only when the arriving
+        // change applies; the policy says when that is (a causal change, written
+        // on top of the local version, always applies).
+        let causal = "NEW.mm_prev_ms = v.v_ms AND NEW.mm_prev_counter = v.v_counter AND NEW.mm_prev_node = v.v_node"
+        let applies: String
+        let remoteWins: String      // reason when a non-causal change applies
+        let localWins: String       // what happens when a non-causal change does not apply
         switch table.policy {
         case .lastUpdateWins:
-            decide = """
-                    IF remote_newer THEN winner := 'remote'; reason := 'last update wins: remote version is newer';
-                    ELSE winner := 'local'; reason := 'last update wins: local version is newer'; END IF;
-            """
+            applies = "(NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node COLLATE \"C\") > (v.v_ms, v.v_counter, v.v_node COLLATE \"C\")"
+            remoteWins = "last update wins: remote version is newer"
+            localWins = "reason := 'last update wins: local version is newer';"
         case .keepLocal:
-            decide = "        winner := 'local'; reason := 'keep-local policy';"
+            applies = causal
+            remoteWins = "keep-local policy"
+            localWins = "reason := 'keep-local policy';"
         case .applyRemote:
-            decide = "        winner := 'remote'; reason := 'apply-remote policy';"
+            applies = "(NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node) IS DISTINCT FROM (v.v_ms, v.v_counter, v.v_node)"
+            remoteWins = "apply-remote policy"
+            localWins = "reason := 'apply-remote policy';"
         case .error:
-            decide = """
-                    RAISE EXCEPTION 'mmlite: conflict on % key % (local version %, remote version % from %); policy is error',
-                        \(SQL.literal(table.registryName)), NEW.key, pg_catalog.jsonb_build_object('ms', c_ms, 'counter', c_counter, 'node', c_node),
-                        pg_catalog.jsonb_build_object('ms', NEW.v_ms, 'counter', NEW.v_counter, 'node', NEW.node), NEW.node;
+            applies = causal
+            remoteWins = "error policy"
+            localWins = """
+            RAISE EXCEPTION 'mmlite: conflict on % key % (local version %, remote version % from %); policy is error',
+                            \(SQL.literal(table.registryName)), \(keyObject("NEW")), pg_catalog.jsonb_build_object('ms', c_ms, 'counter', c_counter, 'node', c_node),
+                            pg_catalog.jsonb_build_object('ms', NEW.mm_v_ms, 'counter', NEW.mm_v_counter, 'node', NEW.mm_node), NEW.mm_node;
+            """
+        }
+        func logConflict(_ winner: String, _ reason: String, _ ms: String, _ counter: String, _ node: String, _ op: String) -> String {
+            """
+                        INSERT INTO mmlite.conflicts (table_name, key, kind, winner, reason, local_version, local_row,
+                                                      remote_version, remote_row, peer)
+                        VALUES (\(SQL.literal(table.registryName)), \(keyObject("NEW")), \(op) || '_' || NEW.mm_op, '\(winner)', \(reason),
+                                pg_catalog.jsonb_build_object('ms', \(ms), 'counter', \(counter), 'node', \(node)),
+                                CASE WHEN NOT inserted THEN (SELECT pg_catalog.to_jsonb(t) FROM \(user) t WHERE \(match("t", "NEW"))) END,
+                                pg_catalog.jsonb_build_object('ms', NEW.mm_v_ms, 'counter', NEW.mm_v_counter, 'node', NEW.mm_node),
+                                \(remoteRow), NEW.mm_node);
             """
         }
 
+        let userColumnDefinitions = writable.map { "\(id($0)) \($0.type)" }
         return """
+            \(upgrade(table, changes: changesName, versions: versionsName))
             CREATE TABLE IF NOT EXISTS \(changes) (
-                id bigint GENERATED BY DEFAULT AS IDENTITY,
-                node text NOT NULL,
-                op text NOT NULL,
-                key jsonb NOT NULL,
-                row_data jsonb,
-                v_ms bigint NOT NULL,
-                v_counter integer NOT NULL,
-                prev_ms bigint,
-                prev_counter integer,
-                prev_node text,
-                written_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-                PRIMARY KEY (node, id)
+                mm_node text NOT NULL,
+                mm_id bigint GENERATED BY DEFAULT AS IDENTITY,
+                mm_op text NOT NULL,
+                mm_v_ms bigint NOT NULL,
+                mm_v_counter integer NOT NULL,
+                mm_prev_ms bigint,
+                mm_prev_counter integer,
+                mm_prev_node text,
+                \(userColumnDefinitions.map { $0 + "," }.joined(separator: "\n    "))
+                PRIMARY KEY (mm_node, mm_id)
             );
+            ALTER TABLE \(changes) \(userColumnDefinitions.map { "ADD COLUMN IF NOT EXISTS " + $0 }.joined(separator: ", "));
             CREATE TABLE IF NOT EXISTS \(versions) (
-                key jsonb PRIMARY KEY,
+                \(keys.map { "\(id($0)) \($0.type) NOT NULL," }.joined(separator: "\n    "))
                 v_ms bigint NOT NULL,
                 v_counter integer NOT NULL,
                 v_node text NOT NULL,
@@ -202,7 +253,9 @@ public enum ConflictSQL {
                 changed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
                 prev_ms bigint,
                 prev_counter integer,
-                prev_node text
+                prev_node text,
+                prev_op text,
+                PRIMARY KEY (\(keyList))
             );
 
             -- Local writes: a new version per key (hybrid logical clock, always
@@ -210,24 +263,19 @@ public enum ConflictSQL {
             CREATE OR REPLACE FUNCTION \(capture)() RETURNS trigger
             LANGUAGE plpgsql AS $mmlite$
             DECLARE
-                now_ms bigint; old_key jsonb; new_key jsonb;
-                n_ms bigint; n_counter integer; p_ms bigint; p_counter integer; p_node text;
+                now_ms bigint;
             BEGIN
                 now_ms := (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint
                     + coalesce(nullif(pg_catalog.current_setting('mmlite.clock_offset_ms', true), '')::bigint, 0);
                 IF TG_OP = 'INSERT' THEN
-            \(emit("\(keyObject("NEW"))", "pg_catalog.to_jsonb(NEW)", "insert"))
+            \(emit("NEW", "insert", withRow: true))
                 ELSIF TG_OP = 'DELETE' THEN
-            \(emit("\(keyObject("OLD"))", "NULL", "delete"))
+            \(emit("OLD", "delete", withRow: false))
+                ELSIF \(keys.map { "OLD.\(id($0)) IS NOT DISTINCT FROM NEW.\(id($0))" }.joined(separator: " AND ")) THEN
+            \(emit("NEW", "update", withRow: true))
                 ELSE
-                    old_key := \(keyObject("OLD"));
-                    new_key := \(keyObject("NEW"));
-                    IF old_key = new_key THEN
-            \(emit("new_key", "pg_catalog.to_jsonb(NEW)", "update"))
-                    ELSE
-            \(emit("old_key", "NULL", "delete"))
-            \(emit("new_key", "pg_catalog.to_jsonb(NEW)", "insert"))
-                    END IF;
+            \(emit("OLD", "delete", withRow: false))
+            \(emit("NEW", "insert", withRow: true))
                 END IF;
                 RETURN NULL;
             END $mmlite$;
@@ -236,49 +284,55 @@ public enum ConflictSQL {
             CREATE OR REPLACE FUNCTION \(apply)() RETURNS trigger
             LANGUAGE plpgsql AS $mmlite$
             DECLARE
-                c_ms bigint; c_counter integer; c_node text; c_op text;
-                have_version boolean; remote_newer boolean; causal boolean;
-                winner text; reason text; local_row jsonb;
+                p_ms bigint; p_counter integer; p_node text; p_op text;
+                c_ms bigint; c_counter integer; c_node text; c_op text; reason text;
+                inserted boolean := false;
             BEGIN
-                IF NEW.node = \(me) THEN RETURN NULL; END IF;
-                -- Lock order as in local writes: the user row first, then the version.
-                PERFORM FROM \(user) t WHERE \(keyMatch) FOR UPDATE;
-                SELECT v.v_ms, v.v_counter, v.v_node, v.op INTO c_ms, c_counter, c_node, c_op
-                    FROM \(versions) v WHERE v.key = NEW.key FOR UPDATE;
-                have_version := FOUND;
-                IF have_version AND NEW.v_ms = c_ms AND NEW.v_counter = c_counter AND NEW.node = c_node THEN
-                    RETURN NULL;  -- already applied
+                IF NEW.mm_node = \(me) THEN RETURN NULL; END IF;
+                -- Lock order as in local writes: the user row first, then the
+                -- version row (the upsert below locks it, also when its WHERE is
+                -- false). A row not there yet is inserted first, as a local INSERT
+                -- would (waiting for a local insert of the same key in flight), and
+                -- removed again if the change does not apply.
+                PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                IF NOT FOUND AND NEW.mm_op <> 'delete' THEN
+                    INSERT INTO \(user) (\(columnList))\(overriding) VALUES (\(values("NEW", writable)))
+                    ON CONFLICT (\(keyList)) DO NOTHING;
+                    inserted := FOUND;
+                    IF NOT inserted THEN
+                        PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                    END IF;
                 END IF;
-                remote_newer := NOT have_version OR NEW.v_ms > c_ms
-                    OR (NEW.v_ms = c_ms AND (NEW.v_counter > c_counter
-                        OR (NEW.v_counter = c_counter AND NEW.node COLLATE "C" > c_node COLLATE "C")));
-                causal := CASE WHEN have_version
-                    THEN NEW.prev_ms IS NOT NULL AND NEW.prev_ms = c_ms AND NEW.prev_counter = c_counter AND NEW.prev_node = c_node
-                    ELSE true END;  -- nothing written locally: nothing to lose
-                IF causal THEN
-                    winner := 'remote';
-                ELSE
-                    SELECT pg_catalog.to_jsonb(t) INTO local_row FROM \(user) t WHERE \(keyMatch);
-            \(decide)
-                    INSERT INTO mmlite.conflicts (table_name, key, kind, winner, reason, local_version, local_row,
-                                                  remote_version, remote_row, peer)
-                    VALUES (\(SQL.literal(table.registryName)), NEW.key, c_op || '_' || NEW.op, winner, reason,
-                            pg_catalog.jsonb_build_object('ms', c_ms, 'counter', c_counter, 'node', c_node), local_row,
-                            pg_catalog.jsonb_build_object('ms', NEW.v_ms, 'counter', NEW.v_counter, 'node', NEW.node), NEW.row_data,
-                            NEW.node);
-                END IF;
-                IF winner = 'remote' THEN
-                    IF NEW.op = 'delete' THEN
-                        DELETE FROM \(user) t WHERE \(keyMatch);
-                    ELSE
-                        INSERT INTO \(user) (\(columnList))\(overriding)
-                        SELECT \(columnList) FROM pg_catalog.jsonb_populate_record(NULL::\(user), NEW.row_data)
+                INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op)
+                VALUES (\(values("NEW", keys)), NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node, NEW.mm_op)
+                ON CONFLICT (\(keyList)) DO UPDATE SET v_ms = EXCLUDED.v_ms, v_counter = EXCLUDED.v_counter,
+                    v_node = EXCLUDED.v_node, op = EXCLUDED.op, changed_at = pg_catalog.now(),
+                    prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op
+                    WHERE \(applies)
+                RETURNING v.prev_ms, v.prev_counter, v.prev_node, v.prev_op INTO p_ms, p_counter, p_node, p_op;
+                IF FOUND THEN
+                    -- p_node is NULL when the key had no version (nothing written
+                    -- locally: nothing to lose).
+                    IF p_node IS NOT NULL AND (NEW.mm_prev_ms, NEW.mm_prev_counter, NEW.mm_prev_node) IS DISTINCT FROM (p_ms, p_counter, p_node) THEN
+            \(logConflict("remote", SQL.literal(remoteWins), "p_ms", "p_counter", "p_node", "p_op"))
+                    END IF;
+                    IF NEW.mm_op = 'delete' THEN
+                        DELETE FROM \(user) t WHERE \(match("t", "NEW"));
+                    ELSIF NOT inserted THEN
+                        INSERT INTO \(user) (\(columnList))\(overriding) VALUES (\(values("NEW", writable)))
                         ON CONFLICT (\(keyList)) \(onConflict);
                     END IF;
-                    INSERT INTO \(versions) AS v (key, v_ms, v_counter, v_node, op)
-                    VALUES (NEW.key, NEW.v_ms, NEW.v_counter, NEW.node, NEW.op)
-                    ON CONFLICT (key) DO UPDATE SET v_ms = EXCLUDED.v_ms, v_counter = EXCLUDED.v_counter,
-                        v_node = EXCLUDED.v_node, op = EXCLUDED.op, changed_at = pg_catalog.now();
+                ELSE
+                    SELECT v.v_ms, v.v_counter, v.v_node, v.op INTO c_ms, c_counter, c_node, c_op
+                        FROM \(versions) v WHERE \(match("v", "NEW"));
+                    IF inserted THEN  -- the change does not apply: undo
+                        DELETE FROM \(user) t WHERE \(match("t", "NEW"));
+                    END IF;
+                    IF NEW.mm_v_ms = c_ms AND NEW.mm_v_counter = c_counter AND NEW.mm_node = c_node THEN
+                        RETURN NULL;  -- already applied
+                    END IF;
+                    \(localWins)
+            \(logConflict("local", "reason", "c_ms", "c_counter", "c_node", "c_op"))
                 END IF;
                 RETURN NULL;
             END $mmlite$;
@@ -290,6 +344,59 @@ public enum ConflictSQL {
             CREATE TRIGGER mmlite_apply BEFORE INSERT ON \(changes)
                 FOR EACH ROW EXECUTE FUNCTION \(apply)();
             ALTER TABLE \(changes) ENABLE REPLICA TRIGGER mmlite_apply;
+            """
+    }
+
+    /// Brings objects of an earlier generation (jsonb `key`/`row_data`) to the
+    /// typed layout in place: the change table keeps its place in the
+    /// publication (its old columns are dropped; its rows are never needed
+    /// again), the version table keeps every version (keys cast from jsonb).
+    /// Also adds columns later generations added. Idempotent; does nothing on
+    /// a fresh node.
+    static func upgrade(_ table: Table, changes: QualifiedName, versions: QualifiedName) -> String {
+        let keys = table.keyColumns
+        let keyNames = Set(keys.map(\.name))
+        func id(_ column: Column) -> String { SQL.identifier(column.name) }
+        let dropOld = generation1ChangeColumns.map { "DROP COLUMN IF EXISTS \(SQL.identifier($0))" }.joined(separator: ", ")
+        let addMeta = """
+            ADD COLUMN IF NOT EXISTS mm_node text NOT NULL DEFAULT '', ADD COLUMN IF NOT EXISTS mm_id bigint GENERATED BY DEFAULT AS IDENTITY,
+                        ADD COLUMN IF NOT EXISTS mm_op text NOT NULL DEFAULT '', ADD COLUMN IF NOT EXISTS mm_v_ms bigint NOT NULL DEFAULT 0,
+                        ADD COLUMN IF NOT EXISTS mm_v_counter integer NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS mm_prev_ms bigint,
+                        ADD COLUMN IF NOT EXISTS mm_prev_counter integer, ADD COLUMN IF NOT EXISTS mm_prev_node text
+            """
+        // A user column named like an old one ("id", "node", ...) is dropped
+        // with the old layout too; install's ADD COLUMN IF NOT EXISTS brings it back typed.
+        let versionKeyFill = keys.map { "\(id($0)) = (key ->> \(SQL.literal($0.name)))::\($0.type)" }.joined(separator: ", ")
+        let versionKeyAdd = keys.map { "ADD COLUMN \(id($0)) \($0.type)" }.joined(separator: ", ")
+        let versionKeyNotNull = keys.map { "ALTER COLUMN \(id($0)) SET NOT NULL" }.joined(separator: ", ")
+        let oldLayout = keyNames.contains("key") ? "false" : """
+            EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass(\(SQL.literal(versions.sql)))
+                            AND attname = 'key' AND atttypid = 'pg_catalog.jsonb'::pg_catalog.regtype AND NOT attisdropped)
+            """
+        let oldChanges = """
+            EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass(\(SQL.literal(changes.sql)))
+                            AND attname = 'row_data' AND NOT attisdropped)
+            """
+        return """
+            DO $mmlite$
+            BEGIN
+                IF \(oldChanges) THEN
+                    ALTER TABLE \(changes.sql) \(dropOld);
+                    ALTER TABLE \(changes.sql) \(addMeta);
+                    ALTER TABLE \(changes.sql) ADD PRIMARY KEY (mm_node, mm_id);
+                    ALTER TABLE \(changes.sql) ALTER COLUMN mm_node DROP DEFAULT, ALTER COLUMN mm_op DROP DEFAULT,
+                        ALTER COLUMN mm_v_ms DROP DEFAULT, ALTER COLUMN mm_v_counter DROP DEFAULT;
+                END IF;
+                IF \(oldLayout) THEN
+                    ALTER TABLE \(versions.sql) \(versionKeyAdd);
+                    UPDATE \(versions.sql) SET \(versionKeyFill);
+                    ALTER TABLE \(versions.sql) DROP COLUMN key;
+                    ALTER TABLE \(versions.sql) \(versionKeyNotNull), ADD PRIMARY KEY (\(keys.map(id).joined(separator: ", ")));
+                END IF;
+                IF pg_catalog.to_regclass(\(SQL.literal(versions.sql))) IS NOT NULL THEN
+                    ALTER TABLE \(versions.sql) ADD COLUMN IF NOT EXISTS prev_op text;
+                END IF;
+            END $mmlite$;
             """
     }
 

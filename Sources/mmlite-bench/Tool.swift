@@ -152,7 +152,7 @@ struct ConflictScenario {
             apply[conflicts] = monotonicSeconds() - start
             let fingerprints = try nodes.map { try $0.fingerprint(of: "bench_t") }
             equal = equal && Set(fingerprints).count == 1
-            say("conflicts: run \(number) \(conflicts ? "with" : "without") conflict handling: local \(fmt(local[conflicts] ?? .nan, 0)) tps, backlog of \(perClient * mesh.clients) txns applied in \(fmt(apply[conflicts] ?? .nan, 2)) s, equal \(Set(fingerprints).count == 1)")
+            say("conflicts: run \(number) \(conflicts ? "with" : "without") conflict handling: local \(fmt(local[conflicts] ?? .nan, 0)) tps, backlog of \(perClient * mesh.clients) txns applied in \(fmt(apply[conflicts] ?? .nan, 2)) s (\(fmt(Double(perClient * mesh.clients) / (apply[conflicts] ?? .nan), 0)) txn/s), equal \(Set(fingerprints).count == 1)")
         }
         return ConflictRun(applySecondsPlain: apply[false] ?? .nan, applySecondsConflicts: apply[true] ?? .nan,
                            localTPSPlain: local[false] ?? .nan, localTPSConflicts: local[true] ?? .nan, contentEqual: equal)

@@ -14,8 +14,8 @@ CREATE TABLE public.plain (id int PRIMARY KEY, owner text, balance int);
 
 extension TestMesh {
     /// A 3-node mesh built by `mmlite apply`, `accounts` opted in with `policy`.
-    static func conflictMesh(policy: String = "last-update-wins") throws -> TestMesh {
-        let mesh = try TestMesh(3, schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema])
+    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil) throws -> TestMesh {
+        let mesh = try TestMesh(3, schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema], installation: installation)
         try mesh.writeConflictConfig(policy: policy)
         let apply = mesh.mmlite(["apply"])
         guard apply.code == 0 else { throw HarnessError("apply failed: \(apply)") }
@@ -74,11 +74,15 @@ extension TestMesh {
     }
 }
 
+/// The conflict suites run on every PostgreSQL 15 and 18 in `MMLITE_PG_CONFIGS`
+/// (the generated SQL must work on both; 18 also reports conflicts itself).
+let conflictInstallations: [PGInstallation] = ((try? PGInstallation.fromEnvironment()) ?? []).filter { [15, 18].contains($0.major) }
+
 @Suite("conflict handling on a 3-node mesh", .enabled(if: installation != nil), .serialized)
 struct ConflictTests {
-    @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge")
-    func pairings() throws {
-        let mesh = try TestMesh.conflictMesh()
+    @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge", arguments: conflictInstallations)
+    func pairings(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
         // The user table left the publication; its change table replaced it.
         #expect(try mesh[1].scalar("SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = 'mmlite_shop'") == "mmlite.public.accounts$changes,public.plain")
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
@@ -147,14 +151,14 @@ struct ConflictTests {
         try skewed.execute("SET mmlite.clock_offset_ms = -10000; UPDATE public.accounts SET owner = 'n3 later' WHERE id = 40")
         skewed.close()
         mesh.expectEverywhere("40:n3 later:0", where: "id = 40")
-        #expect(try mesh[1].scalar("SELECT v_node || ':' || v_counter FROM mmlite.\"public.accounts$versions\" WHERE key = '{\"id\": 40}'") == "n3:1",
+        #expect(try mesh[1].scalar("SELECT v_node || ':' || v_counter FROM mmlite.\"public.accounts$versions\" WHERE id = 40") == "n3:1",
                 "the skewed node took the physical time of the version it replaced and counted up")
 
         // Everything converged, versions included.
         #expect(mesh.quiesce())
         let fingerprints = try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }
         #expect(Set(fingerprints).count == 1, "\(fingerprints)")
-        let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(key::text || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY key) FROM mmlite.\"public.accounts$versions\"") }
+        let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(id || ':' || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\"") }
         #expect(Set(versions).count == 1, "\(versions)")
         let status = mesh.mmlite(["status", "--check"])
         #expect(status.code == 0 && status.out.contains("6/6 links ok"), "\(status)")
@@ -207,9 +211,9 @@ struct ConflictTests {
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
     }
 
-    @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge")
-    func randomWriters() throws {
-        let mesh = try TestMesh.conflictMesh()
+    @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictInstallations)
+    func randomWriters(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
         let conninfos = mesh.clusters.map(\.conninfo)
         var allWrites = 0
         for seed in 1...5 {
@@ -226,7 +230,7 @@ struct ConflictTests {
             #expect(Set(prints).count == 1, "seed \(seed): \(prints)")
         }
         #expect(allWrites > 300)
-        let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(key::text || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY key) FROM mmlite.\"public.accounts$versions\"") }
+        let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(id || ':' || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\"") }
         #expect(Set(versions).count == 1, "versions converge too")
         #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
 
@@ -238,11 +242,11 @@ struct ConflictTests {
                 for row in try cluster.execute(sql).rows { result.insert(row.map { $0 ?? "" }.joined(separator: "|")) }
             }
         }
-        let written = try set("SELECT key::text, v_ms, v_counter, node FROM mmlite.\"public.accounts$changes\"")
-        let replaced = try set("SELECT key::text, prev_ms, prev_counter, prev_node FROM mmlite.\"public.accounts$changes\" WHERE prev_ms IS NOT NULL")
-        let final = try set("SELECT key::text, v_ms, v_counter, v_node FROM mmlite.\"public.accounts$versions\"")
+        let written = try set("SELECT id::text, mm_v_ms, mm_v_counter, mm_node FROM mmlite.\"public.accounts$changes\"")
+        let replaced = try set("SELECT id::text, mm_prev_ms, mm_prev_counter, mm_prev_node FROM mmlite.\"public.accounts$changes\" WHERE mm_prev_ms IS NOT NULL")
+        let final = try set("SELECT id::text, v_ms, v_counter, v_node FROM mmlite.\"public.accounts$versions\"")
         let lost = try set("""
-            SELECT key::text, v->>'ms', v->>'counter', v->>'node' FROM mmlite.conflicts,
+            SELECT key->>'id', v->>'ms', v->>'counter', v->>'node' FROM mmlite.conflicts,
                    LATERAL (SELECT CASE winner WHEN 'remote' THEN local_version ELSE remote_version END) x(v)
             WHERE table_name = 'public.accounts'
             """)
@@ -277,9 +281,9 @@ struct ConflictTests {
 /// local writes and apply of a backlog, `accounts` (opted in) against `plain`.
 @Suite("conflict handling overhead", .enabled(if: installation != nil && ProcessInfo.processInfo.environment["MMLITE_CONFLICT_MEASURE"] != nil))
 struct ConflictOverhead {
-    @Test("local writes and apply backlog, opted in vs plain")
-    func measure() throws {
-        let mesh = try TestMesh.conflictMesh()
+    @Test("local writes and apply backlog, opted in vs plain", arguments: conflictInstallations)
+    func measure(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
         let rows = Int(ProcessInfo.processInfo.environment["MMLITE_CONFLICT_MEASURE"] ?? "") ?? 20000
         func time(_ body: () throws -> Void) rethrows -> Double {
             let start = Date(); try body(); return Date().timeIntervalSince(start)
@@ -303,7 +307,7 @@ struct ConflictOverhead {
             report.append(String(format: "%@: insert %d rows %.2fs, update all %.2fs, 2000 single-row updates %.2fs, n2 applies the backlog (%d inserts + %d updates + 2000) in %.2fs",
                                  table, rows, insert, update, single, rows, rows, apply))
         }
-        print("ConflictOverhead:\n  " + report.joined(separator: "\n  "))
+        print("ConflictOverhead (\(pg)):\n  " + report.joined(separator: "\n  "))
         #expect(mesh.quiesce())
     }
 }

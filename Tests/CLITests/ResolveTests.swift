@@ -23,7 +23,7 @@ extension TestMesh {
     /// A 2-node mesh built by `apply`; workers retry every second.
     static func resolveMesh(_ installation: PGInstallation, optIn: Bool = false) throws -> TestMesh {
         let fast = ["wal_retrieve_retry_interval": "1000"]
-        let mesh = try TestMesh(2, settings: [1: fast, 2: fast], schema: [1: resolveSchema, 2: resolveSchema], using: installation)
+        let mesh = try TestMesh(2, settings: [1: fast, 2: fast], schema: [1: resolveSchema, 2: resolveSchema], installation: installation)
         try mesh.writeConfig(tables: ["public.users", "public.people", "public.accounts"], extraNodes: optIn ? """
 
             [tables."public.accounts"]

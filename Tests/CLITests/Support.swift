@@ -40,8 +40,9 @@ final class TestMesh {
     let clusters: [Cluster]
     let configPath: String
 
+    /// `installation`: the PostgreSQL to run (default: the suites' common one).
     init(_ count: Int, settings: [Int: [String: String]] = [:], schema: [Int: String] = [:],
-         using chosen: PGInstallation? = nil) throws {
+         installation chosen: PGInstallation? = nil) throws {
         guard let installation = chosen ?? installation else { throw HarnessError("no PostgreSQL installation") }
         harness = try ClusterHarness()
         var started: [Cluster] = []

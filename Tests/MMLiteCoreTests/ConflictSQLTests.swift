@@ -1,3 +1,4 @@
+import Foundation
 import MMLiteCore
 import Testing
 
@@ -26,26 +27,32 @@ struct ConflictSQLTests {
     @Test("generated SQL: schema-qualified, version compared in the data, replica trigger on the change table, generated columns left out")
     func install() throws {
         let sql = try ConflictSQL.install(accountsTable(), node: "n1")
+        if let path = ProcessInfo.processInfo.environment["MMLITE_DUMP_CONFLICT_SQL"] { try sql.write(toFile: path, atomically: true, encoding: .utf8) }
         #expect(sql.contains("CREATE TRIGGER mmlite_capture AFTER INSERT OR UPDATE OR DELETE ON public.accounts"))
         #expect(sql.contains("ALTER TABLE mmlite.\"public.accounts$changes\" ENABLE REPLICA TRIGGER mmlite_apply;"))
-        #expect(sql.contains("pg_catalog.jsonb_build_object('id', NEW.id)"))
-        #expect(sql.contains("t.id = (NEW.key ->> 'id')::integer"))
-        #expect(sql.contains("INSERT INTO public.accounts (id, owner, balance)"))
+        // Typed layout: no jsonb between capture and apply.
+        #expect(sql.contains("INSERT INTO mmlite.\"public.accounts$versions\" AS v (id, v_ms, v_counter, v_node, op) VALUES (NEW.id, now_ms, 0, 'n1', 'insert')"))
+        #expect(sql.contains("SELECT 'n1', 'insert', v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, NEW.id, NEW.owner, NEW.balance FROM v;"))
+        #expect(!sql.contains("jsonb_populate_record") && !sql.contains("row_data jsonb"))
+        #expect(sql.contains("PERFORM FROM public.accounts t WHERE t.id = NEW.id FOR UPDATE;"))
+        #expect(sql.contains("INSERT INTO public.accounts (id, owner, balance) VALUES (NEW.id, NEW.owner, NEW.balance)"))
         #expect(sql.contains("ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, balance = EXCLUDED.balance;"))
-        #expect(sql.contains("IF NEW.node = 'n1' THEN RETURN NULL; END IF;"))
+        #expect(sql.contains("IF NEW.mm_node = 'n1' THEN RETURN NULL; END IF;"))
         #expect(sql.contains("mmlite.clock_offset_ms"))
-        #expect(sql.contains("NEW.node COLLATE \"C\" > c_node COLLATE \"C\""), "ties broken by node name, the same on every node")
+        #expect(sql.contains("(NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node COLLATE \"C\") > (v.v_ms, v.v_counter, v.v_node COLLATE \"C\")"), "ties broken by node name, the same on every node")
         #expect(!sql.contains("total"))
         // Nothing in the apply path relies on search_path: every table is qualified.
-        for line in sql.split(separator: "\n") where line.contains(" FROM ") || line.contains("INSERT INTO") {
+        // (`FROM v` reads a CTE; `IS DISTINCT FROM` compares values.)
+        for line in sql.split(separator: "\n") where (line.contains(" FROM ") || line.contains("INSERT INTO"))
+            && !line.hasSuffix(" FROM v;") && !line.contains("DISTINCT FROM") {
             #expect(line.contains("mmlite.") || line.contains("public.") || line.contains("pg_catalog."), "\(line)")
         }
     }
 
     @Test("policies and validation")
     func policies() throws {
-        #expect(try ConflictSQL.install(accountsTable(.keepLocal), node: "n1").contains("winner := 'local'; reason := 'keep-local policy';"))
-        #expect(try ConflictSQL.install(accountsTable(.applyRemote), node: "n1").contains("winner := 'remote'; reason := 'apply-remote policy';"))
+        #expect(try ConflictSQL.install(accountsTable(.keepLocal), node: "n1").contains("reason := 'keep-local policy';"))
+        #expect(try ConflictSQL.install(accountsTable(.applyRemote), node: "n1").contains("'remote', 'apply-remote policy'"))
         #expect(try ConflictSQL.install(accountsTable(.error), node: "n1").contains("RAISE EXCEPTION 'mmlite: conflict on %"))
         var noKey = accountsTable()
         noKey.columns = noKey.columns.map { var c = $0; c.keyPosition = nil; return c }
@@ -53,6 +60,12 @@ struct ConflictSQLTests {
         let long = ConflictSQL.Table(name: QualifiedName(schema: "public", name: String(repeating: "x", count: 50)),
                                      columns: [.init(name: "id", type: "integer", keyPosition: 1)], policy: .lastUpdateWins)
         #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(long) }
+        let clash = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1), .init(name: "mm_op", type: "text")], policy: .lastUpdateWins)
+        #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(clash) }
+        let keyClash = ConflictSQL.Table(name: accounts, columns: [.init(name: "op", type: "text", keyPosition: 1)], policy: .lastUpdateWins)
+        #expect(throws: ConflictSQL.GenerationError.self) { try ConflictSQL.validate(keyClash) }
+        let nonKeyOp = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1), .init(name: "op", type: "text")], policy: .lastUpdateWins)
+        #expect(throws: Never.self) { try ConflictSQL.validate(nonKeyOp) }
         let keyOnly = ConflictSQL.Table(name: accounts, columns: [.init(name: "id", type: "integer", keyPosition: 1)], policy: .lastUpdateWins)
         #expect(try ConflictSQL.install(keyOnly, node: "n1").contains("ON CONFLICT (id) DO NOTHING"))
     }
@@ -64,7 +77,7 @@ struct ConflictSQLTests {
         let fresh = try planner.steps(nodes: ["n1", "n2"], observed: [:])
         #expect(fresh.map(\.node) == ["n1", "n2"])
         #expect(fresh.allSatisfy { $0.kind == .installConflicts && $0.sql.hasPrefix("CREATE SCHEMA IF NOT EXISTS mmlite;") })
-        #expect(fresh[1].sql.contains("IF NEW.node = 'n2'"))
+        #expect(fresh[1].sql.contains("IF NEW.mm_node = 'n2'"))
 
         let definition = ConflictSQL.definition(table)
         #expect(definition == ConflictSQL.definition(accountsTable()), "stable")
