@@ -258,7 +258,7 @@ struct Resolve {
         do {
             try subscriber.execute(ConflictSQL.shared)
             try subscriber.execute("BEGIN")
-            let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(PgOutputJSON.quote(candidate.peer)), \"committed_at\": \"\(SlotPeek.time(pending.commitTime))\"}"
+            let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(jsonQuoted(candidate.peer)), \"committed_at\": \"\(SlotPeek.time(pending.commitTime))\"}"
             if pending.changes.isEmpty {
                 try subscriber.query(ConflictMaintenance.recordSkip, ["", "{}", nil, version, candidate.peer])
             }
@@ -306,10 +306,6 @@ struct Resolve {
     }
 }
 
-/// JSON string quoting for the few JSON texts built here.
-enum PgOutputJSON {
-    static func quote(_ text: String) -> String { JSON.quote(text) }
-}
 
 /// Polls `condition` until it holds or `timeout` seconds passed; errors count as false.
 func pollUntil(timeout: Double, interval: Double, _ condition: () throws -> Bool) -> Bool {
