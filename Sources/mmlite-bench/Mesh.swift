@@ -249,7 +249,7 @@ struct MeshScenario {
                 for subscriber in nodes where subscriber !== publisher {
                     try subscriber.execute("""
                         CREATE SUBSCRIPTION mmlite_bench_from_\(publisher.name) CONNECTION \(sqlLiteral(publisher.conninfo))
-                        PUBLICATION mmlite_bench WITH (create_slot = false, slot_name = 'mmlite_bench_\(subscriber.name)', copy_data = false\(ProcessInfo.processInfo.environment["MMLITE_BENCH_SUB_OPTIONS"].map { ", " + $0 } ?? ""))
+                        PUBLICATION mmlite_bench WITH (create_slot = false, slot_name = 'mmlite_bench_\(subscriber.name)', copy_data = false)
                         """)
                 }
             }

@@ -153,7 +153,7 @@ func main() throws -> Int32 {
                             clients: options.clients, preloadRows: quick ? 10_000 : 50_000,
                             pgbench: installation.binary("pgbench"))
     if options.only.contains("mesh") {
-        var topologies: [Topology] = ProcessInfo.processInfo.environment["MMLITE_BENCH_TOPOLOGIES"] == "2" ? [.mmlite2] : [.mmlite3, .native3, .native, .mmlite2]
+        var topologies: [Topology] = [.mmlite3, .native3, .native, .mmlite2]
         if !options.pglogical {
             results.skipped["pglogical"] = "--no-pglogical"
         } else if !FileManager.default.fileExists(atPath: installation.pkglibdir + "/pglogical.so") {
