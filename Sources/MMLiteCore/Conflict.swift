@@ -7,8 +7,9 @@
 ///   (the user table itself leaves the publication);
 /// - `mmlite."s.t$versions"`: per key the version of the last write applied
 ///   (rows with op = 'delete' are the tombstones);
-/// - trigger `mmlite_capture` (ordinary, AFTER ROW) on `s.t`: every local write
-///   gets a new hybrid-logical-clock version and appends a change row;
+/// - triggers `mmlite_capture_ins/_upd/_del` (ordinary, AFTER ... FOR EACH
+///   STATEMENT, transition tables) on `s.t`: every row a local statement writes
+///   gets a new hybrid-logical-clock version and a change row, set-wise;
 /// - trigger `mmlite_apply` (ENABLE REPLICA, BEFORE INSERT) on the change
 ///   table: applies an arriving change to `s.t` if its version wins, logs
 ///   every losing version in `mmlite.conflicts`, and returns NULL.
