@@ -7,14 +7,15 @@
 ///   (the user table itself leaves the publication);
 /// - `mmlite."s.t$versions"`: per key the version of the last write applied
 ///   (rows with op = 'delete' are the tombstones);
-/// - trigger `mmlite_capture` (ordinary, AFTER ROW) on `s.t`: every local write
-///   gets a new hybrid-logical-clock version and appends a change row;
+/// - triggers `mmlite_capture_ins/_upd/_del` (ordinary, AFTER ... FOR EACH
+///   STATEMENT, transition tables) on `s.t`: every row a local statement writes
+///   gets a new hybrid-logical-clock version and a change row, set-wise;
 /// - trigger `mmlite_apply` (ENABLE REPLICA, BEFORE INSERT) on the change
 ///   table: applies an arriving change to `s.t` if its version wins, logs
 ///   every losing version in `mmlite.conflicts`, and returns NULL.
 public enum ConflictSQL {
     /// Bumped whenever the generated SQL changes meaning (part of the definition hash).
-    public static let generation = 2
+    public static let generation = 3
 
     /// Objects shared by all opted-in tables of a node.
     public static let shared = """
@@ -168,24 +169,42 @@ public enum ConflictSQL {
         let onConflict = nonKey.isEmpty ? "DO NOTHING"
             : "DO UPDATE SET " + nonKey.map { "\(id($0)) = EXCLUDED.\(id($0))" }.joined(separator: ", ")
 
-        // One local write: upsert the key's version (the ON CONFLICT branch keeps
-        // the replaced version as prev_*, which RETURNING hands back), and append
-        // the change row, in one statement.
-        func emit(_ record: String, _ op: String, withRow: Bool) -> String {
-            let rowColumns = withRow ? writable : keys
+        // One local statement (statement-level triggers, transition tables
+        // mm_old/mm_new): upsert the version of every key it wrote, set-wise (the
+        // ON CONFLICT branch keeps the replaced version as prev_*, which
+        // RETURNING hands back), and append the change rows, in one statement.
+        // `rows` yields the key columns and `op`; `join` adds the row images.
+        func emit(_ rows: String, join: String?) -> String {
+            let changeValues = writable.map { column in
+                column.keyPosition != nil || join == nil ? "v.\(id(column))" : "n.\(id(column))"
+            }
+            let changeColumns = (join == nil ? keys : writable).map(id).joined(separator: ", ")
+            let selected = join == nil ? keys.map { "v.\(id($0))" } : changeValues
             return """
                     WITH v AS (
-                        INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op) VALUES (\(values(record, keys)), now_ms, 0, \(me), '\(op)')
+                        INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op)
+                        SELECT \(values("r", keys)), now_ms, 0, \(me), r.op FROM \(rows) r
                         ON CONFLICT (\(keyList)) DO UPDATE SET
                             v_ms = CASE WHEN now_ms > v.v_ms THEN now_ms ELSE v.v_ms END,
                             v_counter = CASE WHEN now_ms > v.v_ms THEN 0 ELSE v.v_counter + 1 END,
-                            v_node = \(me), op = '\(op)', changed_at = pg_catalog.now(),
+                            v_node = \(me), op = EXCLUDED.op, changed_at = pg_catalog.now(),
                             prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op
-                        RETURNING v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node)
-                    INSERT INTO \(changes) (mm_node, mm_op, mm_v_ms, mm_v_counter, mm_prev_ms, mm_prev_counter, mm_prev_node, \(rowColumns.map(id).joined(separator: ", ")))
-                    SELECT \(me), '\(op)', v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, \(values(record, rowColumns)) FROM v;
+                        RETURNING \(values("v", keys)), v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node)
+                    INSERT INTO \(changes) (mm_node, mm_op, mm_v_ms, mm_v_counter, mm_prev_ms, mm_prev_counter, mm_prev_node, \(changeColumns))
+                    SELECT \(me), v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, \(selected.joined(separator: ", ")) FROM v\(join.map { " " + $0 } ?? "");
             """
         }
+        let newKeys = keys.map { "n.\(id($0))" }.joined(separator: ", ")
+        let oldKeys = keys.map { "o.\(id($0))" }.joined(separator: ", ")
+        let insertRows = "(SELECT \(newKeys), 'insert' AS op FROM mm_new n)"
+        let deleteRows = "(SELECT \(oldKeys), 'delete' AS op FROM mm_old o)"
+        // An UPDATE: keys in both transition tables are updates; a key only in
+        // mm_old was changed away (a delete), one only in mm_new is an insert.
+        let updateRows = """
+            (SELECT \(newKeys), CASE WHEN EXISTS (SELECT FROM mm_old o WHERE \(match("o", "n"))) THEN 'update' ELSE 'insert' END AS op FROM mm_new n
+                        UNION ALL
+                        SELECT \(oldKeys), 'delete' FROM mm_old o WHERE NOT EXISTS (SELECT FROM mm_new n WHERE \(match("n", "o"))))
+            """
 
         // The version upsert in apply changes the version only when the arriving
         // change applies; the policy says when that is (a causal change, written
@@ -228,6 +247,9 @@ public enum ConflictSQL {
             """
         }
 
+        // The fast path's write of an existing user row (a key-only table has nothing to write).
+        let updateUser = nonKey.isEmpty ? "" : "\n            ELSE\n                UPDATE \(user) t SET "
+            + nonKey.map { "\(id($0)) = NEW.\(id($0))" }.joined(separator: ", ") + " WHERE \(match("t", "NEW"));"
         let userColumnDefinitions = writable.map { "\(id($0)) \($0.type)" }
         return """
             \(upgrade(table, changes: changesName, versions: versionsName))
@@ -256,7 +278,9 @@ public enum ConflictSQL {
                 prev_node text,
                 prev_op text,
                 PRIMARY KEY (\(keyList))
-            );
+            ) WITH (fillfactor = 70);
+            -- Room on every page for HOT updates of the version rows (generation 3).
+            ALTER TABLE \(versions) SET (fillfactor = 70);
 
             -- Local writes: a new version per key (hybrid logical clock, always
             -- greater than the version it replaces) and a change row.
@@ -268,14 +292,11 @@ public enum ConflictSQL {
                 now_ms := (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint
                     + coalesce(nullif(pg_catalog.current_setting('mmlite.clock_offset_ms', true), '')::bigint, 0);
                 IF TG_OP = 'INSERT' THEN
-            \(emit("NEW", "insert", withRow: true))
+            \(emit(insertRows, join: "JOIN mm_new n ON \(match("n", "v"))"))
                 ELSIF TG_OP = 'DELETE' THEN
-            \(emit("OLD", "delete", withRow: false))
-                ELSIF \(keys.map { "OLD.\(id($0)) IS NOT DISTINCT FROM NEW.\(id($0))" }.joined(separator: " AND ")) THEN
-            \(emit("NEW", "update", withRow: true))
+            \(emit(deleteRows, join: nil))
                 ELSE
-            \(emit("OLD", "delete", withRow: false))
-            \(emit("NEW", "insert", withRow: true))
+            \(emit(updateRows, join: "LEFT JOIN mm_new n ON \(match("n", "v")) AND v.op <> 'delete'"))
                 END IF;
                 RETURN NULL;
             END $mmlite$;
@@ -290,17 +311,45 @@ public enum ConflictSQL {
             BEGIN
                 IF NEW.mm_node = \(me) THEN RETURN NULL; END IF;
                 -- Lock order as in local writes: the user row first, then the
-                -- version row (the upsert below locks it, also when its WHERE is
-                -- false). A row not there yet is inserted first, as a local INSERT
-                -- would (waiting for a local insert of the same key in flight), and
-                -- removed again if the change does not apply.
-                PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
-                IF NOT FOUND AND NEW.mm_op <> 'delete' THEN
+                -- version row. An arriving insert inserts the user row first
+                -- (ON CONFLICT DO NOTHING: it waits for a local insert of the same
+                -- key in flight, as a local INSERT would); the version upsert
+                -- below decides, and the row is removed again if the change
+                -- does not apply.
+                IF NEW.mm_op = 'insert' THEN
                     INSERT INTO \(user) (\(columnList))\(overriding) VALUES (\(values("NEW", writable)))
                     ON CONFLICT (\(keyList)) DO NOTHING;
                     inserted := FOUND;
-                    IF NOT inserted THEN
-                        PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                END IF;
+                IF NOT inserted THEN
+                    -- The common case in one statement: the user row exists, the key
+                    -- has a version and the change applies. The subquery locks the
+                    -- user row before the UPDATE locks the version row.
+                    UPDATE \(versions) AS v SET v_ms = NEW.mm_v_ms, v_counter = NEW.mm_v_counter,
+                        v_node = NEW.mm_node, op = NEW.mm_op, changed_at = pg_catalog.now(),
+                        prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op
+                    FROM (SELECT FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE) AS u
+                    WHERE \(match("v", "NEW")) AND \(applies)
+                    RETURNING v.prev_ms, v.prev_counter, v.prev_node, v.prev_op INTO p_ms, p_counter, p_node, p_op;
+                    IF FOUND THEN
+                        IF (NEW.mm_prev_ms, NEW.mm_prev_counter, NEW.mm_prev_node) IS DISTINCT FROM (p_ms, p_counter, p_node) THEN
+            \(logConflict("remote", SQL.literal(remoteWins), "p_ms", "p_counter", "p_node", "p_op"))
+                        END IF;
+                        IF NEW.mm_op = 'delete' THEN
+                            DELETE FROM \(user) t WHERE \(match("t", "NEW"));\(updateUser)
+                        END IF;
+                        RETURN NULL;
+                    END IF;
+                    -- Anything else (no user row, no version, or the change does
+                    -- not apply): lock the user row, or insert it when missing.
+                    PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                    IF NOT FOUND AND NEW.mm_op <> 'delete' THEN
+                        INSERT INTO \(user) (\(columnList))\(overriding) VALUES (\(values("NEW", writable)))
+                        ON CONFLICT (\(keyList)) DO NOTHING;
+                        inserted := FOUND;
+                        IF NOT inserted THEN
+                            PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                        END IF;
                     END IF;
                 END IF;
                 INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op)
@@ -338,8 +387,15 @@ public enum ConflictSQL {
             END $mmlite$;
 
             DROP TRIGGER IF EXISTS mmlite_capture ON \(user);
-            CREATE TRIGGER mmlite_capture AFTER INSERT OR UPDATE OR DELETE ON \(user)
-                FOR EACH ROW EXECUTE FUNCTION \(capture)();
+            DROP TRIGGER IF EXISTS mmlite_capture_ins ON \(user);
+            DROP TRIGGER IF EXISTS mmlite_capture_upd ON \(user);
+            DROP TRIGGER IF EXISTS mmlite_capture_del ON \(user);
+            CREATE TRIGGER mmlite_capture_ins AFTER INSERT ON \(user)
+                REFERENCING NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
+            CREATE TRIGGER mmlite_capture_upd AFTER UPDATE ON \(user)
+                REFERENCING OLD TABLE AS mm_old NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
+            CREATE TRIGGER mmlite_capture_del AFTER DELETE ON \(user)
+                REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
             DROP TRIGGER IF EXISTS mmlite_apply ON \(changes);
             CREATE TRIGGER mmlite_apply BEFORE INSERT ON \(changes)
                 FOR EACH ROW EXECUTE FUNCTION \(apply)();
@@ -422,6 +478,9 @@ public enum ConflictSQL {
     public static func uninstall(registryName: String, table: QualifiedName) -> String {
         """
         DROP TRIGGER IF EXISTS mmlite_capture ON \(table.sql);
+        DROP TRIGGER IF EXISTS mmlite_capture_ins ON \(table.sql);
+        DROP TRIGGER IF EXISTS mmlite_capture_upd ON \(table.sql);
+        DROP TRIGGER IF EXISTS mmlite_capture_del ON \(table.sql);
         DELETE FROM mmlite.conflict_tables WHERE table_name = \(SQL.literal(registryName));
         """
     }

@@ -28,11 +28,19 @@ struct ConflictSQLTests {
     func install() throws {
         let sql = try ConflictSQL.install(accountsTable(), node: "n1")
         if let path = ProcessInfo.processInfo.environment["MMLITE_DUMP_CONFLICT_SQL"] { try sql.write(toFile: path, atomically: true, encoding: .utf8) }
-        #expect(sql.contains("CREATE TRIGGER mmlite_capture AFTER INSERT OR UPDATE OR DELETE ON public.accounts"))
+        // Statement-level capture: one trigger per event (transition tables need that).
+        #expect(sql.contains("CREATE TRIGGER mmlite_capture_ins AFTER INSERT ON public.accounts\n    REFERENCING NEW TABLE AS mm_new FOR EACH STATEMENT"))
+        #expect(sql.contains("CREATE TRIGGER mmlite_capture_upd AFTER UPDATE ON public.accounts\n    REFERENCING OLD TABLE AS mm_old NEW TABLE AS mm_new FOR EACH STATEMENT"))
+        #expect(sql.contains("CREATE TRIGGER mmlite_capture_del AFTER DELETE ON public.accounts\n    REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT"))
+        #expect(sql.contains("DROP TRIGGER IF EXISTS mmlite_capture ON public.accounts;"), "generation 2's row trigger goes")
         #expect(sql.contains("ALTER TABLE mmlite.\"public.accounts$changes\" ENABLE REPLICA TRIGGER mmlite_apply;"))
         // Typed layout: no jsonb between capture and apply.
-        #expect(sql.contains("INSERT INTO mmlite.\"public.accounts$versions\" AS v (id, v_ms, v_counter, v_node, op) VALUES (NEW.id, now_ms, 0, 'n1', 'insert')"))
-        #expect(sql.contains("SELECT 'n1', 'insert', v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, NEW.id, NEW.owner, NEW.balance FROM v;"))
+        #expect(sql.contains("SELECT r.id, now_ms, 0, 'n1', r.op FROM (SELECT n.id, 'insert' AS op FROM mm_new n) r"))
+        #expect(sql.contains("SELECT 'n1', v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, v.id, n.owner, n.balance FROM v JOIN mm_new n ON n.id = v.id;"))
+        #expect(sql.contains("WITH (fillfactor = 70)"))
+        // Apply's fast path: lock the user row, then check and update the version, in one statement.
+        #expect(sql.contains("FROM (SELECT FROM public.accounts t WHERE t.id = NEW.id FOR UPDATE) AS u"))
+        #expect(sql.contains("UPDATE public.accounts t SET owner = NEW.owner, balance = NEW.balance WHERE t.id = NEW.id;"))
         #expect(!sql.contains("jsonb_populate_record") && !sql.contains("row_data jsonb"))
         #expect(sql.contains("PERFORM FROM public.accounts t WHERE t.id = NEW.id FOR UPDATE;"))
         #expect(sql.contains("INSERT INTO public.accounts (id, owner, balance) VALUES (NEW.id, NEW.owner, NEW.balance)"))
@@ -42,9 +50,12 @@ struct ConflictSQLTests {
         #expect(sql.contains("(NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node COLLATE \"C\") > (v.v_ms, v.v_counter, v.v_node COLLATE \"C\")"), "ties broken by node name, the same on every node")
         #expect(!sql.contains("total"))
         // Nothing in the apply path relies on search_path: every table is qualified.
-        // (`FROM v` reads a CTE; `IS DISTINCT FROM` compares values.)
+        // (`FROM v` reads a CTE; `IS DISTINCT FROM` compares values; mm_old/mm_new
+        // are the capture trigger's transition tables.)
         for line in sql.split(separator: "\n") where (line.contains(" FROM ") || line.contains("INSERT INTO"))
-            && !line.hasSuffix(" FROM v;") && !line.contains("DISTINCT FROM") {
+            && !line.hasSuffix(" FROM v;") && !line.contains("DISTINCT FROM")
+            && !line.contains("FROM mm_old") && !line.contains("FROM mm_new") && !line.contains("FROM v JOIN mm_new")
+            && !line.contains("FROM v LEFT JOIN mm_new") {
             #expect(line.contains("mmlite.") || line.contains("public.") || line.contains("pg_catalog."), "\(line)")
         }
     }
@@ -90,6 +101,7 @@ struct ConflictSQLTests {
 
         let optedOut = try ConflictPlanner(tables: []).steps(nodes: ["n1"], observed: ["n1": ["public.accounts": definition]])
         #expect(optedOut.count == 1 && optedOut[0].sql.contains("DROP TRIGGER IF EXISTS mmlite_capture ON public.accounts;"))
+        #expect(optedOut[0].sql.contains("DROP TRIGGER IF EXISTS mmlite_capture_ins ON public.accounts;") && optedOut[0].sql.contains("DROP TRIGGER IF EXISTS mmlite_capture_del ON public.accounts;"))
         #expect(try ConflictPlanner(tables: []).steps(nodes: ["n1"], observed: [:]).isEmpty)
     }
 }
