@@ -68,7 +68,7 @@ struct Join {
         }
         let observed = preflight.states
         let observedMembers = Membership.members(config: config, states: observed, joiningFrom: source)
-        if observedMembers.contains(node) && !observed.values.contains(where: { !$0.subscriptions.isEmpty }) {
+        if observedMembers.contains(node) && !Membership.isRunning(config: config, states: observed) {
             throw CLIError(.failure, "mesh \"\(config.mesh.name)\" is not running yet (no node subscribes to another): build it with `mmlite apply` (leave \(node) out of the file until then), then join further nodes")
         }
         if !observedMembers.contains(source) {
@@ -147,6 +147,9 @@ struct Join {
                 console.print("\(node): \(step.summary)")
             }
         }
+        // What a refusal below leaves behind (the objects above are idempotent and inert until wired).
+        let unchanged = dryRun || conflictSteps.isEmpty ? "nothing was changed"
+            : "only the conflict-handling objects were installed on \(node) (a re-run keeps them)"
         preflight.probe(request)
         let failures = preflight.evaluate().filter { result in
             // Dry run with --copy-schema or conflict handling: the tables are not there yet.
@@ -154,7 +157,7 @@ struct Join {
                                            && (result.check == "table" || result.check == "peer") && result.message.contains("does not exist"))
         }
         if !failures.isEmpty {
-            console.error("mmlite join: \(failures.count) check\(failures.count == 1 ? "" : "s") failed; nothing was changed.")
+            console.error("mmlite join: \(failures.count) check\(failures.count == 1 ? "" : "s") failed; \(unchanged).")
             var lines: [String] = []
             let buffer = Console(out: { lines.append($0) }, err: { lines.append($0) })
             buffer.addSecrets(config.secrets)
@@ -171,7 +174,7 @@ struct Join {
             try nodeConnection.query("SELECT EXISTS (SELECT 1 FROM \(table.sql))").scalar == "t"
         }
         if !nonEmpty.isEmpty && !force {
-            console.error("mmlite join: \(node) already has rows in \(nonEmpty.map(\.sql).joined(separator: ", ")); nothing was changed.")
+            console.error("mmlite join: \(node) already has rows in \(nonEmpty.map(\.sql).joined(separator: ", ")); \(unchanged).")
             console.error("join copies every table from \(source) into empty tables. Empty them, or pass --force to have join empty them first.")
             return .failure
         }

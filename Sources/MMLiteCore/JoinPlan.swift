@@ -13,11 +13,15 @@ public enum Membership {
     /// out and says to `mmlite join` it, so no node is wired in without its data.
     public static func members(config: MeshConfig, states: [String: NodeState]) -> [String] {
         let configured = config.nodes.map(\.name)
-        let running = configured.contains { name in
-            states[name]?.subscriptions.keys.contains { config.names.publisher(ofSubscription: $0) != nil } ?? false
-        }
-        guard running else { return configured }
+        guard isRunning(config: config, states: states) else { return configured }
         return configured.filter { states[$0]?.publication != nil }
+    }
+
+    /// Whether any configured node holds one of the mesh's subscriptions.
+    public static func isRunning(config: MeshConfig, states: [String: NodeState]) -> Bool {
+        config.nodes.contains { node in
+            states[node.name]?.subscriptions.keys.contains { config.names.publisher(ofSubscription: $0) != nil } ?? false
+        }
     }
 
     /// Members as `join NODE --from source` sees them: as `members`, except
@@ -25,11 +29,8 @@ public enum Membership {
     /// subscribes yet, e.g. `apply` run with one node in the file) is grown by
     /// joining, so its data is copied rather than assumed identical.
     public static func members(config: MeshConfig, states: [String: NodeState], joiningFrom source: String) -> [String] {
-        let configured = config.nodes.map(\.name)
-        let running = configured.contains { name in
-            states[name]?.subscriptions.keys.contains { config.names.publisher(ofSubscription: $0) != nil } ?? false
-        }
-        if !running, configured.filter({ states[$0]?.publication != nil }) == [source] { return [source] }
+        if !isRunning(config: config, states: states),
+           config.nodes.map(\.name).filter({ states[$0]?.publication != nil }) == [source] { return [source] }
         return members(config: config, states: states)
     }
 

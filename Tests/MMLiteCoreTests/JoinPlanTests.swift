@@ -23,6 +23,20 @@ struct JoinPlanTests {
         #expect(wiring.steps.contains { $0.node == "n3" && $0.kind == .createSubscription })
     }
 
+    @Test("join sees a lone publication without subscriptions as a one-node mesh; apply does not")
+    func oneNodeMesh() throws {
+        let config = try threeNodeConfig()
+        var states = freshStates()
+        states["n1"]!.publication = PublicationState(tables: [users])
+        #expect(!Membership.isRunning(config: config, states: states))
+        #expect(Membership.members(config: config, states: states) == ["n1", "n2", "n3"])
+        #expect(Membership.members(config: config, states: states, joiningFrom: "n1") == ["n1"])
+        #expect(Membership.members(config: config, states: states, joiningFrom: "n2") == ["n1", "n2", "n3"])
+        states["n2"]!.publication = PublicationState(tables: [users])
+        #expect(Membership.members(config: config, states: states, joiningFrom: "n1") == ["n1", "n2", "n3"],
+                "two publications and no subscription: a fresh mesh apply was building, not a one-node mesh")
+    }
+
     @Test("exported-snapshot slot syntax by major")
     func slotSyntax() {
         #expect(JoinSQL.createSlotExportingSnapshot(slot: "mmlite_shop_n4", plugin: "mmlite", major: 15)
