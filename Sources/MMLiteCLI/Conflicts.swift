@@ -24,7 +24,7 @@ struct ConflictSetup {
                 do {
                     let columns = try Self.columns(of: name, connection)
                     guard !columns.isEmpty else { continue }
-                    let table = ConflictSQL.Table(name: name, columns: columns, policy: policy)
+                    let table = ConflictSQL.Table(name: name, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto)
                     try ConflictSQL.validate(table)
                     described.append(table)
                     found = true

@@ -31,19 +31,32 @@ public struct MeshSettings: Sendable, Equatable {
     public var conflictLogRetention: String
     /// How long `mmlite conflicts prune` keeps tombstones of opted-in tables.
     public var tombstoneRetention: String
+    /// How arriving changes of opted-in tables are applied (docs/conflicts.md).
+    public var conflictApply: ConflictApply
 
     public static let defaultConflictLogRetention = "30 days"
     public static let defaultTombstoneRetention = "7 days"
 
     public init(name: String, tables: [TablePattern], filter: FilterMode = .auto,
                 conflictLogRetention: String = MeshSettings.defaultConflictLogRetention,
-                tombstoneRetention: String = MeshSettings.defaultTombstoneRetention) {
+                tombstoneRetention: String = MeshSettings.defaultTombstoneRetention,
+                conflictApply: ConflictApply = .auto) {
         self.name = name
         self.tables = tables
         self.filter = filter
         self.conflictLogRetention = conflictLogRetention
         self.tombstoneRetention = tombstoneRetention
+        self.conflictApply = conflictApply
     }
+}
+
+/// `[mesh] conflict_apply`: which apply trigger conflict handling installs.
+public enum ConflictApply: String, Sendable, Equatable, CaseIterable {
+    /// The native trigger of mmlite.so where the node's server has it, SQL elsewhere.
+    case auto
+    /// Only the generated plpgsql (for comparison, or a server where loading
+    /// C functions is not wanted).
+    case sql
 }
 
 public struct NodeConfig: Sendable, Equatable {
@@ -141,8 +154,8 @@ extension MeshConfig {
         // [mesh]
         guard let meshValue = root["mesh"] else { throw error(nil, "the [mesh] section is missing") }
         guard let meshTable = meshValue.table else { throw error("mesh", "must be a table ([mesh])") }
-        for key in meshTable.keys where !["name", "tables", "filter", "conflict_log_retention", "tombstone_retention"].contains(key) {
-            throw error("mesh.\(key)", "unknown setting (known: name, tables, filter, conflict_log_retention, tombstone_retention)")
+        for key in meshTable.keys where !["name", "tables", "filter", "conflict_log_retention", "tombstone_retention", "conflict_apply"].contains(key) {
+            throw error("mesh.\(key)", "unknown setting (known: name, tables, filter, conflict_log_retention, tombstone_retention, conflict_apply)")
         }
         guard let nameValue = meshTable["name"] else { throw error("mesh", "mesh.name is missing") }
         guard let meshName = nameValue.string else { throw error("mesh.name", "must be a string") }
@@ -172,6 +185,13 @@ extension MeshConfig {
                 throw error("mesh.filter", "must be one of \"auto\", \"mmlite\", \"origin-none\"")
             }
             filter = mode
+        }
+        var conflictApply = ConflictApply.auto
+        if let value = meshTable["conflict_apply"] {
+            guard let text = value.string, let mode = ConflictApply(rawValue: text) else {
+                throw error("mesh.conflict_apply", "must be one of " + ConflictApply.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+            }
+            conflictApply = mode
         }
         var retention: [String: String] = [:]
         for (key, fallback) in [("conflict_log_retention", MeshSettings.defaultConflictLogRetention),
@@ -256,7 +276,8 @@ extension MeshConfig {
         }
         return MeshConfig(mesh: MeshSettings(name: meshName, tables: patterns, filter: filter,
                                              conflictLogRetention: retention["conflict_log_retention"]!,
-                                             tombstoneRetention: retention["tombstone_retention"]!), nodes: nodes,
+                                             tombstoneRetention: retention["tombstone_retention"]!,
+                                             conflictApply: conflictApply), nodes: nodes,
                           tableSettings: tableSettings)
     }
 

@@ -69,11 +69,15 @@ public enum ConflictSQL {
         public var name: QualifiedName
         public var columns: [Column]
         public var policy: ConflictPolicy
+        /// Use the native apply trigger of mmlite.so where the node's server
+        /// has it (`[mesh] conflict_apply = "auto"`); false: SQL only.
+        public var nativeApply: Bool
 
-        public init(name: QualifiedName, columns: [Column], policy: ConflictPolicy) {
+        public init(name: QualifiedName, columns: [Column], policy: ConflictPolicy, nativeApply: Bool = true) {
             self.name = name
             self.columns = columns
             self.policy = policy
+            self.nativeApply = nativeApply
         }
 
         public var keyColumns: [Column] {
@@ -303,7 +307,7 @@ public enum ConflictSQL {
 
             -- Runs in the apply worker (search_path = '', session_replication_role = replica).
             CREATE OR REPLACE FUNCTION \(apply)() RETURNS trigger
-            LANGUAGE plpgsql AS $mmlite$
+            LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $mmlite$
             DECLARE
                 p_ms bigint; p_counter integer; p_node text; p_op text;
                 c_ms bigint; c_counter integer; c_node text; c_op text; reason text;
@@ -397,10 +401,42 @@ public enum ConflictSQL {
             CREATE TRIGGER mmlite_capture_del AFTER DELETE ON \(user)
                 REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
             DROP TRIGGER IF EXISTS mmlite_apply ON \(changes);
-            CREATE TRIGGER mmlite_apply BEFORE INSERT ON \(changes)
-                FOR EACH ROW EXECUTE FUNCTION \(apply)();
+            \(table.nativeApply ? nativeApplyTrigger(table, node: node) : sqlApplyTriggerStatement(table) + ";")
             ALTER TABLE \(changes) ENABLE REPLICA TRIGGER mmlite_apply;
             """
+    }
+
+    /// The native apply trigger (mmlite.so's `mmlite_apply_change`) where the
+    /// server's mmlite.so has it, else the SQL one: decided on the node, at
+    /// install time, so a node without the plugin (`origin = none` on 16+)
+    /// or with an older build still gets working conflict handling. The
+    /// native trigger hands every case it does not take to the SQL function
+    /// (docs/conflicts.md, "Native apply").
+    static func nativeApplyTrigger(_ table: Table, node: String) -> String {
+        let changes = changeTable(table.name).sql
+        let arguments = [table.name.sql, versionTable(table.name).sql, function(table.name, "apply").sql + "()", node]
+        return """
+            DO $mmlite$
+            BEGIN
+                CREATE OR REPLACE FUNCTION mmlite.apply_change() RETURNS trigger
+                    LANGUAGE C AS '$libdir/mmlite', 'mmlite_apply_change';
+            EXCEPTION WHEN undefined_file OR undefined_function THEN
+                RAISE NOTICE 'mmlite: no native apply on this server (%); conflict handling applies with SQL', SQLERRM;
+            END $mmlite$;
+            DO $mmlite$
+            BEGIN
+                IF pg_catalog.to_regprocedure('mmlite.apply_change()') IS NOT NULL THEN
+                    EXECUTE pg_catalog.format('CREATE TRIGGER mmlite_apply BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION mmlite.apply_change(%L, %L, %L, %L)',
+                        \(SQL.literal(changes)), \(arguments.map(SQL.literal).joined(separator: ", ")));
+                ELSE
+                    EXECUTE \(SQL.literal(sqlApplyTriggerStatement(table)));
+                END IF;
+            END $mmlite$;
+            """
+    }
+
+    static func sqlApplyTriggerStatement(_ table: Table) -> String {
+        "CREATE TRIGGER mmlite_apply BEFORE INSERT ON \(changeTable(table.name).sql) FOR EACH ROW EXECUTE FUNCTION \(function(table.name, "apply").sql)()"
     }
 
     /// Brings objects of an earlier generation (jsonb `key`/`row_data`) to the

@@ -1,0 +1,124 @@
+/*
+ * Every PostgreSQL-major difference the native apply path (mmlite_apply.c)
+ * meets, in one place: executor set-up for direct table access changed in
+ * 14 (ResultRelInfo arguments), 16 (permission infos, EPQ result relations)
+ * and 18 (unpruned relids). The rest of mmlite_apply.c is version-free.
+ */
+#ifndef MMLITE_COMPAT_H
+#define MMLITE_COMPAT_H
+
+#include "postgres.h"
+#include "executor/executor.h"
+#include "nodes/bitmapset.h"
+#include "nodes/pg_list.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
+
+/* A range table of `count` relations (RT indexes 1..count) for estate. */
+static inline void
+mmlite_init_range_table(EState *estate, Relation *rels, int count)
+{
+	List	   *rtable = NIL;
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+#endif
+
+	for (int i = 0; i < count; i++)
+	{
+		RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+		rte->rtekind = RTE_RELATION;
+		rte->relid = RelationGetRelid(rels[i]);
+		rte->relkind = rels[i]->rd_rel->relkind;
+		rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+		addRTEPermissionInfo(&perminfos, rte);
+#endif
+		rtable = lappend(rtable, rte);
+	}
+#if PG_VERSION_NUM >= 180000
+	ExecInitRangeTable(estate, rtable, perminfos, bms_add_range(NULL, 1, count));
+#elif PG_VERSION_NUM >= 160000
+	ExecInitRangeTable(estate, rtable, perminfos);
+#else
+	ExecInitRangeTable(estate, rtable);
+#endif
+}
+
+/*
+ * Makes rris[0..count-1] (one array, RT indexes 1..count) the result
+ * relations of estate, where ExecSimpleRelation* and the AFTER-trigger
+ * machinery (ExecGetTriggerResultRel) find them.
+ */
+static inline void
+mmlite_add_result_relations(EState *estate, ResultRelInfo *rris, int count)
+{
+#if PG_VERSION_NUM >= 140000
+	for (int i = 0; i < count; i++)
+		estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, &rris[i]);
+#else
+	/* 13 keeps an array and one current result relation (mmlite_select()). */
+	estate->es_result_relations = rris;
+	estate->es_num_result_relations = count;
+	estate->es_result_relation_info = &rris[0];
+#endif
+}
+
+static inline void
+mmlite_select(EState *estate, ResultRelInfo *rri)
+{
+#if PG_VERSION_NUM < 140000
+	estate->es_result_relation_info = rri;
+#else
+	(void) estate;
+	(void) rri;
+#endif
+}
+
+static inline void
+mmlite_epq_init(EPQState *epq, EState *estate)
+{
+#if PG_VERSION_NUM >= 160000
+	EvalPlanQualInit(epq, estate, NULL, NIL, -1, NIL);
+#else
+	EvalPlanQualInit(epq, estate, NULL, NIL, -1);
+#endif
+}
+
+static inline void
+mmlite_simple_insert(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot)
+{
+	mmlite_select(estate, rri);
+#if PG_VERSION_NUM >= 140000
+	ExecSimpleRelationInsert(rri, estate, slot);
+#else
+	ExecSimpleRelationInsert(estate, slot);
+#endif
+}
+
+static inline void
+mmlite_simple_update(EState *estate, ResultRelInfo *rri, EPQState *epq,
+					 TupleTableSlot *searchslot, TupleTableSlot *slot)
+{
+	mmlite_select(estate, rri);
+#if PG_VERSION_NUM >= 140000
+	ExecSimpleRelationUpdate(rri, estate, epq, searchslot, slot);
+#else
+	ExecSimpleRelationUpdate(estate, epq, searchslot, slot);
+#endif
+}
+
+static inline void
+mmlite_simple_delete(EState *estate, ResultRelInfo *rri, EPQState *epq,
+					 TupleTableSlot *searchslot)
+{
+	mmlite_select(estate, rri);
+#if PG_VERSION_NUM >= 140000
+	ExecSimpleRelationDelete(rri, estate, epq, searchslot);
+#else
+	ExecSimpleRelationDelete(estate, epq, searchslot);
+#endif
+}
+
+#endif							/* MMLITE_COMPAT_H */

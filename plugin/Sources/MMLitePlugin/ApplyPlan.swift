@@ -1,0 +1,36 @@
+// The decision of the native apply trigger (Sources/CMMLite/mmlite_apply.c):
+// apply an arriving change directly, or hand it to the generated SQL apply
+// function. Pure logic over plain values, called from C after the row
+// lookups and before any write; it calls nothing in PostgreSQL.
+
+/// Mirrors the `op` codes of mmlite_apply.c.
+enum ChangeOp: Int32 {
+    case insert = 1, update = 2, delete = 3
+}
+
+enum ApplyPlan: Int32 {
+    /// Let the SQL apply function decide (and log) this change.
+    case sql = 0
+    /// Write the change's version and row image directly.
+    case direct = 1
+}
+
+/// The direct path takes exactly the changes that apply under every policy
+/// without being a conflict (docs/conflicts.md, "Semantics"): the user row
+/// exists and the change was written on top of this node's version of it
+/// (its `prev` is the local version), or this node holds no version for the
+/// key at all (a row that predates opting in). Such a change applies and
+/// logs nothing in the SQL function too. Anything else (no user row, a
+/// tombstone, a concurrent version) may be a conflict: SQL decides.
+func applyPlan(op: ChangeOp?, userRowFound: Bool, versionFound: Bool, versionIsTombstone: Bool, builtOnLocalVersion: Bool) -> ApplyPlan {
+    guard op != nil, userRowFound else { return .sql }
+    if !versionFound { return .direct }
+    return !versionIsTombstone && builtOnLocalVersion ? .direct : .sql
+}
+
+@_cdecl("mmlite_swift_apply_plan")
+func mmliteSwiftApplyPlan(_ op: Int32, _ userRowFound: Bool, _ versionFound: Bool,
+                          _ versionIsTombstone: Bool, _ builtOnLocalVersion: Bool) -> Int32 {
+    applyPlan(op: ChangeOp(rawValue: op), userRowFound: userRowFound, versionFound: versionFound,
+              versionIsTombstone: versionIsTombstone, builtOnLocalVersion: builtOnLocalVersion).rawValue
+}
