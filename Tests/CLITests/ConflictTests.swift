@@ -14,21 +14,26 @@ CREATE TABLE public.plain (id int PRIMARY KEY, owner text, balance int);
 
 extension TestMesh {
     /// A 3-node mesh built by `mmlite apply`, `accounts` opted in with `policy`.
-    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil) throws -> TestMesh {
+    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil, apply: String = "auto") throws -> TestMesh {
         let mesh = try TestMesh(3, schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema], installation: installation)
-        try mesh.writeConflictConfig(policy: policy)
+        try mesh.writeConflictConfig(policy: policy, apply: apply)
         let apply = mesh.mmlite(["apply"])
         guard apply.code == 0 else { throw HarnessError("apply failed: \(apply)") }
         return mesh
     }
 
-    func writeConflictConfig(policy: String) throws {
+    func writeConflictConfig(policy: String, apply: String = "auto") throws {
         try writeConfig(tables: ["public.accounts", "public.plain"], extraNodes: """
 
             [tables."public.accounts"]
             conflicts = "\(policy)"
 
-            """)
+            """, meshSettings: "conflict_apply = \"\(apply)\"")
+    }
+
+    /// The function behind node `index`'s apply trigger on the change table.
+    func applyTriggerFunction(_ index: Int) throws -> String {
+        try self[index].scalar("SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgname = 'mmlite_apply' AND tgrelid = 'mmlite.\"public.accounts$changes\"'::regclass") ?? ""
     }
 
     /// Stops (or restarts) every subscription on node `index`: it receives nothing meanwhile.
@@ -78,11 +83,26 @@ extension TestMesh {
 /// (the generated SQL must work on both; 18 also reports conflicts itself).
 let conflictInstallations: [PGInstallation] = ((try? PGInstallation.fromEnvironment()) ?? []).filter { [15, 18].contains($0.major) }
 
+/// The convergence tests run with the native apply trigger (`conflict_apply =
+/// "auto"`, the plugin is installed) on every conflict installation, and with
+/// the SQL one (`"sql"`) on the first.
+struct ConflictCase: Sendable, CustomTestStringConvertible {
+    var pg: PGInstallation
+    var apply: String
+    var testDescription: String { "PostgreSQL \(pg.major), \(apply == "sql" ? "SQL" : "native") apply" }
+    /// What `applyTriggerFunction` must name.
+    var expectedTriggerFunction: String { apply == "sql" ? "mmlite.\"public.accounts$apply\"" : "mmlite.apply_change" }
+}
+
+let conflictCases: [ConflictCase] = conflictInstallations.map { ConflictCase(pg: $0, apply: "auto") }
+    + conflictInstallations.prefix(1).map { ConflictCase(pg: $0, apply: "sql") }
+
 @Suite("conflict handling on a 3-node mesh", .enabled(if: installation != nil), .serialized)
 struct ConflictTests {
-    @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge", arguments: conflictInstallations)
-    func pairings(_ pg: PGInstallation) throws {
-        let mesh = try TestMesh.conflictMesh(installation: pg)
+    @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge", arguments: conflictCases)
+    func pairings(_ conflictCase: ConflictCase) throws {
+        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
         // The user table left the publication; its change table replaced it.
         #expect(try mesh[1].scalar("SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = 'mmlite_shop'") == "mmlite.public.accounts$changes,public.plain")
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
@@ -211,9 +231,10 @@ struct ConflictTests {
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
     }
 
-    @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictInstallations)
-    func randomWriters(_ pg: PGInstallation) throws {
-        let mesh = try TestMesh.conflictMesh(installation: pg)
+    @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictCases)
+    func randomWriters(_ conflictCase: ConflictCase) throws {
+        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
         let conninfos = mesh.clusters.map(\.conninfo)
         var allWrites = 0
         for seed in 1...5 {

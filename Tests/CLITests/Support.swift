@@ -62,11 +62,12 @@ final class TestMesh {
     /// Writes mmlite.toml: every cluster as n1..nN, plus `extraNodes` TOML.
     @discardableResult
     func writeConfig(tables: [String] = ["public.users", "public.departments"], dsn: [Int: String] = [:],
-                     extraNodes: String = "", mesh: String = "shop") throws -> String {
+                     extraNodes: String = "", mesh: String = "shop", meshSettings: String = "") throws -> String {
         var text = """
         [mesh]
         name = "\(mesh)"
         tables = [\(tables.map { "\"\($0)\"" }.joined(separator: ", "))]
+        \(meshSettings)
 
         """
         for (offset, cluster) in clusters.enumerated() {

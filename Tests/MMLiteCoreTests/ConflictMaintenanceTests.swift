@@ -43,6 +43,19 @@ struct ConflictMaintenanceTests {
         #expect(ConflictMaintenance.pruneLog(retention: "30 days").contains("'30 days'::interval"))
     }
 
+    @Test("conflict_apply: auto by default, sql on request, anything else named")
+    func conflictApply() throws {
+        #expect(try config("").mesh.conflictApply == .auto)
+        #expect(try config("conflict_apply = \"sql\"").mesh.conflictApply == .sql)
+        do {
+            _ = try config("conflict_apply = \"fast\"")
+            Issue.record("an unknown implementation must fail")
+        } catch let error as ConfigError {
+            #expect(error.field == "mesh.conflict_apply")
+            #expect(error.message.contains("\"auto\", \"sql\""))
+        }
+    }
+
     @Test("doctor warns about a secondary unique index on an opted-in table only, naming resolve --skip")
     func uniqueKey() throws {
         var n1 = healthyFacts("n1"), n2 = healthyFacts("n2")

@@ -24,6 +24,22 @@ struct ConflictSQLTests {
         #expect(ConflictSQL.publishedTables([users], settings: [:]) == [users])
     }
 
+    @Test("apply trigger: native where the server's mmlite.so has it (decided on the node), SQL when asked; the choice is part of the definition")
+    func applyTrigger() throws {
+        let native = try ConflictSQL.install(accountsTable(), node: "n1")
+        #expect(native.contains("LANGUAGE C AS '$libdir/mmlite', 'mmlite_apply_change'"))
+        #expect(native.contains("EXCEPTION WHEN undefined_file OR undefined_function THEN"), "an older or missing mmlite.so falls back to SQL")
+        #expect(native.contains("IF pg_catalog.to_regprocedure('mmlite.apply_change()') IS NOT NULL THEN"))
+        #expect(native.contains("'mmlite.\"public.accounts$changes\"', 'public.accounts', 'mmlite.\"public.accounts$versions\"', 'mmlite.\"public.accounts$apply\"()', 'n1');"))
+        #expect(native.contains("EXECUTE 'CREATE TRIGGER mmlite_apply BEFORE INSERT ON mmlite.\"public.accounts$changes\" FOR EACH ROW EXECUTE FUNCTION mmlite.\"public.accounts$apply\"()';"))
+        var sqlOnly = accountsTable()
+        sqlOnly.nativeApply = false
+        let sql = try ConflictSQL.install(sqlOnly, node: "n1")
+        #expect(!sql.contains("apply_change"))
+        #expect(sql.contains("CREATE TRIGGER mmlite_apply BEFORE INSERT ON mmlite.\"public.accounts$changes\" FOR EACH ROW EXECUTE FUNCTION mmlite.\"public.accounts$apply\"();"))
+        #expect(ConflictSQL.definition(sqlOnly) != ConflictSQL.definition(accountsTable()), "switching conflict_apply re-installs")
+    }
+
     @Test("generated SQL: schema-qualified, version compared in the data, replica trigger on the change table, generated columns left out")
     func install() throws {
         let sql = try ConflictSQL.install(accountsTable(), node: "n1")

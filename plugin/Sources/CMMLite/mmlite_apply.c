@@ -7,11 +7,11 @@
  *       FOR EACH ROW EXECUTE FUNCTION mmlite.apply_change(
  *           'user table', 'version table', 'SQL apply function()', 'this node');
  * (ENABLE REPLICA: it fires only in the apply worker). It takes the common
- * case, a change to an existing row that was written on top of this node's
- * version of the row (or a row this node never versioned), straight to the
+ * case, an update or delete of an existing row that was written on top of
+ * this node's version of the row (or a row this node never versioned), straight to the
  * tables with the executor's simple-relation API, the way the apply worker
  * itself applies a plain change: no SQL statements, no plans. Everything else
- * (a new key, a tombstone, a genuine conflict, a column whose type differs)
+ * (an insert, a tombstone, a genuine conflict, a column whose type differs)
  * goes to the generated plpgsql function, which decides and logs exactly as
  * without the native path. Before handing over it has only locked rows that
  * the SQL path locks first too (user row, then version row), so the
@@ -40,6 +40,7 @@
 #include "utils/timestamp.h"
 
 /* Implemented in Swift (Sources/MMLitePlugin/ApplyPlan.swift). */
+extern bool mmlite_swift_apply_considers(int32 op);
 extern int32 mmlite_swift_apply_plan(int32 op, bool user_row_found, bool version_found,
 									 bool version_is_tombstone, bool built_on_local_version);
 
@@ -247,7 +248,7 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	if (text_equals(cv[c_node], target->me))
 		PG_RETURN_POINTER(NULL);
 	op = op_code(cv[c_op]);
-	if (op == 0)
+	if (!mmlite_swift_apply_considers(op))
 		return call_fallback(target, fcinfo);
 
 	user_rel = table_open(target->user_relid, RowExclusiveLock);

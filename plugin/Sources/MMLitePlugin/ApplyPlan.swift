@@ -28,6 +28,19 @@ func applyPlan(op: ChangeOp?, userRowFound: Bool, versionFound: Bool, versionIsT
     return !versionIsTombstone && builtOnLocalVersion ? .direct : .sql
 }
 
+/// Whether the direct path can take a change of this kind at all, asked
+/// before any lookup. An arriving insert is nearly always a new key (no user
+/// row here), which the direct path does not take: probing for the row first
+/// would only add cost on the way to SQL.
+func directPathConsiders(op: ChangeOp?) -> Bool {
+    op == .update || op == .delete
+}
+
+@_cdecl("mmlite_swift_apply_considers")
+func mmliteSwiftApplyConsiders(_ op: Int32) -> Bool {
+    directPathConsiders(op: ChangeOp(rawValue: op))
+}
+
 @_cdecl("mmlite_swift_apply_plan")
 func mmliteSwiftApplyPlan(_ op: Int32, _ userRowFound: Bool, _ versionFound: Bool,
                           _ versionIsTombstone: Bool, _ builtOnLocalVersion: Bool) -> Int32 {
