@@ -27,6 +27,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_attribute.h"
 #include "commands/trigger.h"

@@ -11,6 +11,8 @@
 #include "executor/executor.h"
 #include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
+#include "storage/lockdefs.h"
+#include "utils/rel.h"
 #if PG_VERSION_NUM >= 160000
 #include "parser/parse_relation.h"
 #endif
