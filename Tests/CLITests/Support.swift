@@ -67,9 +67,9 @@ final class TestMesh {
         [mesh]
         name = "\(mesh)"
         tables = [\(tables.map { "\"\($0)\"" }.joined(separator: ", "))]
-        \(meshSettings)
 
         """
+        if !meshSettings.isEmpty { text = text.replacingOccurrences(of: "]\n\n", with: "]\n\(meshSettings)\n\n") }
         for (offset, cluster) in clusters.enumerated() {
             text += """
 
