@@ -70,13 +70,15 @@ public final class ClusterHarness {
         clusters.append(cluster)
         // Another process may take the port between our probe and the bind: retry.
         var lastError: Error?
-        for _ in 0..<5 {
+        for attempt in 1...5 {
             do {
                 try cluster.start()
                 return cluster
             } catch {
                 lastError = error
                 if !cluster.serverLog().contains("could not bind") && !cluster.serverLog().contains("in use") { break }
+                // Keep the failed attempt's log apart: its FATAL is not an error of the cluster that runs.
+                try? FileManager.default.moveItem(atPath: cluster.logFile, toPath: cluster.logFile + ".port-taken-\(attempt)")
                 try cluster.setPort(try freeLoopbackPort())
             }
         }

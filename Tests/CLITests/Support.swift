@@ -69,7 +69,8 @@ final class TestMesh {
         tables = [\(tables.map { "\"\($0)\"" }.joined(separator: ", "))]
 
         """
-        if !meshSettings.isEmpty { text = text.replacingOccurrences(of: "]\n\n", with: "]\n\(meshSettings)\n\n") }
+        // Right after `tables`, so that without settings every later line keeps its number.
+        if !meshSettings.isEmpty { text += meshSettings + "\n" }
         for (offset, cluster) in clusters.enumerated() {
             text += """
 
