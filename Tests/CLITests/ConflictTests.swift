@@ -231,6 +231,50 @@ struct ConflictTests {
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
     }
 
+    @Test("an arriving insert of a key a local statement is inserting waits for it (no duplicate-key error), then resolves like any insert/insert", arguments: conflictCases)
+    func insertRace(_ conflictCase: ConflictCase) throws {
+        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
+        // A local insert on n2 that stops after writing its row, before mmlite's capture writes
+        // the version (AFTER ROW triggers fire before AFTER STATEMENT ones), until `gate` lets go.
+        try mesh[2].execute("""
+            CREATE FUNCTION public.hold() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_advisory_lock_shared(4242); PERFORM pg_advisory_unlock_shared(4242); RETURN NULL; END $$;
+            CREATE TRIGGER hold AFTER INSERT ON public.accounts FOR EACH ROW WHEN (NEW.owner = 'held') EXECUTE FUNCTION public.hold();
+            """)
+        let gate = try mesh[2].connect()
+        try gate.execute("SELECT pg_advisory_lock(4242)")
+        try mesh.setLink(from: 1, to: 2, false)
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (20, 'from n1', 1)")
+        let local = Unchecked(try mesh[2].connect())
+        let finished = DispatchSemaphore(value: 0)
+        let failure = Unchecked(Counter())
+        let thread = Thread {
+            if (try? local.value.execute("INSERT INTO public.accounts VALUES (20, 'held', 2)")) == nil { failure.value.count += 1 }
+            finished.signal()
+        }
+        thread.start()
+        let held = waitUntil(timeout: 30) {
+            try mesh[2].scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'") == "1"
+        }
+        #expect(held, "the local insert holds its row, without a version yet")
+        // n1's insert of the same key arrives meanwhile: the apply worker finds no version and waits for the row.
+        try mesh.setLink(from: 1, to: 2, true)
+        let waiting = waitUntil(timeout: 30) {
+            try mesh[2].scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'logical replication%' AND wait_event = 'transactionid'") == "1"
+        }
+        #expect(waiting, "n2's apply worker waits for the local insert of key 20")
+        try gate.execute("SELECT pg_advisory_unlock(4242)")
+        finished.wait()
+        #expect(failure.value.count == 0, "the local insert commits")
+        // n2 wrote later: its row wins everywhere; each side logged the insert/insert once.
+        mesh.expectEverywhere("20:held:2", where: "id = 20")
+        #expect(mesh.quiesce())
+        #expect(try mesh.conflictCount(2, where: "key = '{\"id\": 20}' AND kind = 'insert_insert' AND winner = 'local'") == 1)
+        #expect(try mesh.conflictCount(1, where: "key = '{\"id\": 20}' AND kind = 'insert_insert' AND winner = 'remote'") == 1)
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+    }
+
     @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictCases)
     func randomWriters(_ conflictCase: ConflictCase) throws {
         let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)

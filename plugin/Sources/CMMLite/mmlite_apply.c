@@ -7,13 +7,20 @@
  *       FOR EACH ROW EXECUTE FUNCTION mmlite.apply_change(
  *           'user table', 'version table', 'SQL apply function()', 'this node');
  * (ENABLE REPLICA: it fires only in the apply worker). It takes the common
- * case, an update or delete of an existing row that was written on top of
- * this node's version of the row (or a row this node never versioned), straight to the
- * tables with the executor's simple-relation API, the way the apply worker
- * itself applies a plain change: no SQL statements, no plans. Everything else
- * (an insert, a tombstone, a genuine conflict, a column whose type differs)
- * goes to the generated plpgsql function, which decides and logs exactly as
- * without the native path. Before handing over it has only locked rows that
+ * cases straight to the tables with the executor's simple-relation API, the
+ * way the apply worker itself applies a plain change: no SQL statements, no
+ * plans. They are
+ *   - an update or delete of an existing row that was written on top of this
+ *     node's version of the row (or of a row this node never versioned);
+ *   - an insert of a key this node has neither a row nor a version of
+ *     (inserted speculatively, as INSERT ... ON CONFLICT does, so a local
+ *     insert of the same key in flight is waited for, never a duplicate-key
+ *     error).
+ * Under every policy these apply and log nothing. Everything else (a
+ * tombstone, a genuine conflict, a column whose type differs, a table with
+ * BEFORE ROW triggers or stored generated columns) goes to the generated
+ * plpgsql function, which decides and logs exactly as without the native
+ * path. Before handing over it has written nothing and only locked rows that
  * the SQL path locks first too (user row, then version row), so the
  * hand-over is invisible.
  *
@@ -29,11 +36,14 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_attribute.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
+#include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -129,16 +139,20 @@ texts_equal(Datum a, Datum b)
 		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
 }
 
-/* 1 insert, 2 update, 3 delete, 0 anything else. */
+/* The op codes of ApplyPlan.swift's ChangeOp; 0 for anything else. */
+#define MMLITE_OP_INSERT 1
+#define MMLITE_OP_UPDATE 2
+#define MMLITE_OP_DELETE 3
+
 static int32
 op_code(Datum value)
 {
 	if (text_equals(value, "update"))
-		return 2;
+		return MMLITE_OP_UPDATE;
 	if (text_equals(value, "insert"))
-		return 1;
+		return MMLITE_OP_INSERT;
 	if (text_equals(value, "delete"))
-		return 3;
+		return MMLITE_OP_DELETE;
 	return 0;
 }
 
@@ -188,37 +202,363 @@ key_slot(EState *estate, Relation rel, Bitmapset *key_columns, TupleDesc change_
 	return slot;
 }
 
-Datum
-mmlite_apply_change(PG_FUNCTION_ARGS)
+/* The two tables a change is applied to, opened, with an executor state. */
+typedef struct ApplyTables
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	ApplyTarget *target;
-	TupleDesc	change_desc;
-	Datum	   *cv;
-	bool	   *cn;
-	int			c_node, c_op, c_v_ms, c_v_counter, c_prev_ms, c_prev_counter, c_prev_node;
-	int32		op;
 	Relation	user_rel;
 	Relation	versions_rel;
-	Relation	rels[2];
-	TupleDesc	user_desc;
-	TupleDesc	versions_desc;
 	Bitmapset  *user_key;
 	Bitmapset  *versions_key;
 	Oid			user_pk;
 	Oid			versions_pk;
 	EState	   *estate;
-	ResultRelInfo *rris;
-	TupleTableSlot *user_search;
-	TupleTableSlot *user_found;
-	TupleTableSlot *versions_search;
-	TupleTableSlot *versions_found;
-	bool		keys_ok = true;
+	ResultRelInfo *rris;		/* [0] the user table, [1] the version table */
+	bool		indexes_open;
+	/* version table columns */
+	int			v_ms, v_counter, v_node, v_op, v_changed_at, v_prev_ms, v_prev_counter, v_prev_node, v_prev_op;
+} ApplyTables;
+
+/* The arriving change row, deformed, with the positions of its mm_* columns. */
+typedef struct Change
+{
+	TupleDesc	desc;
+	Datum	   *values;
+	bool	   *nulls;
+	int32		op;
+	int			node, op_column, v_ms, v_counter, prev_ms, prev_counter, prev_node;
+} Change;
+
+/*
+ * Opens both tables and sets up an executor state for them. False (nothing
+ * left open) when the native path cannot write this table pair: no primary
+ * key, not a plain table, a version table of another layout.
+ */
+static bool
+open_tables(ApplyTarget *target, ApplyTables *t)
+{
+	TupleDesc	versions_desc;
+	Relation	rels[2];
+
+	memset(t, 0, sizeof(*t));
+	t->user_rel = table_open(target->user_relid, RowExclusiveLock);
+	t->versions_rel = table_open(target->versions_relid, RowExclusiveLock);
+	versions_desc = RelationGetDescr(t->versions_rel);
+	(void) RelationGetIndexList(t->user_rel);	/* sets rd_pkindex */
+	(void) RelationGetIndexList(t->versions_rel);
+	t->user_pk = t->user_rel->rd_pkindex;
+	t->versions_pk = t->versions_rel->rd_pkindex;
+	t->v_ms = column_index(versions_desc, "v_ms");
+	t->v_counter = column_index(versions_desc, "v_counter");
+	t->v_node = column_index(versions_desc, "v_node");
+	t->v_op = column_index(versions_desc, "op");
+	t->v_changed_at = column_index(versions_desc, "changed_at");
+	t->v_prev_ms = column_index(versions_desc, "prev_ms");
+	t->v_prev_counter = column_index(versions_desc, "prev_counter");
+	t->v_prev_node = column_index(versions_desc, "prev_node");
+	t->v_prev_op = column_index(versions_desc, "prev_op");
+	if (!OidIsValid(t->user_pk) || !OidIsValid(t->versions_pk) ||
+		t->user_rel->rd_rel->relkind != RELKIND_RELATION ||
+		t->versions_rel->rd_rel->relkind != RELKIND_RELATION ||
+		t->v_ms < 0 || t->v_counter < 0 || t->v_node < 0 || t->v_op < 0 || t->v_changed_at < 0 ||
+		t->v_prev_ms < 0 || t->v_prev_counter < 0 || t->v_prev_node < 0 || t->v_prev_op < 0)
+	{
+		table_close(t->versions_rel, NoLock);
+		table_close(t->user_rel, NoLock);
+		return false;
+	}
+	t->user_key = RelationGetIndexAttrBitmap(t->user_rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	t->versions_key = RelationGetIndexAttrBitmap(t->versions_rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+
+	t->estate = CreateExecutorState();
+	rels[0] = t->user_rel;
+	rels[1] = t->versions_rel;
+	mmlite_init_range_table(t->estate, rels, 2);
+	t->rris = palloc0(2 * sizeof(ResultRelInfo));
+	InitResultRelInfo(&t->rris[0], t->user_rel, 1, NULL, 0);
+	InitResultRelInfo(&t->rris[1], t->versions_rel, 2, NULL, 0);
+	mmlite_add_result_relations(t->estate, t->rris, 2);
+	t->estate->es_output_cid = GetCurrentCommandId(true);
+	return true;
+}
+
+/* Indexes, for writing (speculative: their unique-check support too). */
+static void
+open_indexes(ApplyTables *t, bool speculative)
+{
+	ExecOpenIndices(&t->rris[0], speculative);
+	ExecOpenIndices(&t->rris[1], speculative);
+	t->indexes_open = true;
+}
+
+static void
+close_tables(ApplyTables *t)
+{
+	if (t->indexes_open)
+	{
+		ExecCloseIndices(&t->rris[1]);
+		ExecCloseIndices(&t->rris[0]);
+	}
+	ExecResetTupleTable(t->estate->es_tupleTable, false);
+	FreeExecutorState(t->estate);
+	table_close(t->versions_rel, NoLock);
+	table_close(t->user_rel, NoLock);
+}
+
+/*
+ * The version row the change writes: the change's version, on top of
+ * `replaced` (the local version row, kept as prev_*) or, for a key without
+ * one, of `key` (a slot holding the key columns).
+ */
+static TupleTableSlot *
+version_slot(ApplyTables *t, const Change *c, TupleTableSlot *replaced, TupleTableSlot *key)
+{
+	TupleDesc	desc = RelationGetDescr(t->versions_rel);
+	TupleTableSlot *slot = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	TupleTableSlot *from = replaced != NULL ? replaced : key;
+
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, from->tts_values, desc->natts * sizeof(Datum));
+	memcpy(slot->tts_isnull, from->tts_isnull, desc->natts * sizeof(bool));
+	if (replaced != NULL)
+	{
+		slot->tts_values[t->v_prev_ms] = replaced->tts_values[t->v_ms];
+		slot->tts_isnull[t->v_prev_ms] = replaced->tts_isnull[t->v_ms];
+		slot->tts_values[t->v_prev_counter] = replaced->tts_values[t->v_counter];
+		slot->tts_isnull[t->v_prev_counter] = replaced->tts_isnull[t->v_counter];
+		slot->tts_values[t->v_prev_node] = replaced->tts_values[t->v_node];
+		slot->tts_isnull[t->v_prev_node] = replaced->tts_isnull[t->v_node];
+		slot->tts_values[t->v_prev_op] = replaced->tts_values[t->v_op];
+		slot->tts_isnull[t->v_prev_op] = replaced->tts_isnull[t->v_op];
+	}
+	slot->tts_values[t->v_ms] = c->values[c->v_ms];
+	slot->tts_isnull[t->v_ms] = false;
+	slot->tts_values[t->v_counter] = c->values[c->v_counter];
+	slot->tts_isnull[t->v_counter] = false;
+	slot->tts_values[t->v_node] = c->values[c->node];
+	slot->tts_isnull[t->v_node] = false;
+	slot->tts_values[t->v_op] = c->values[c->op_column];
+	slot->tts_isnull[t->v_op] = false;
+	slot->tts_values[t->v_changed_at] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	slot->tts_isnull[t->v_changed_at] = false;
+	ExecStoreVirtualTuple(slot);
+	return slot;
+}
+
+/*
+ * The user row the change writes: every writable column from the change,
+ * over `base` (the existing row; its key columns are kept) or, for a new row,
+ * with the key from the change too. False when the change table lacks a
+ * column or has it with another type (the SQL function converts).
+ */
+static bool
+row_slot(ApplyTables *t, const Change *c, TupleTableSlot *base, TupleTableSlot **out)
+{
+	TupleDesc	desc = RelationGetDescr(t->user_rel);
+	TupleTableSlot *slot = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	bool		ok = true;
+
+	ExecClearTuple(slot);
+	if (base != NULL)
+	{
+		slot_getallattrs(base);
+		memcpy(slot->tts_values, base->tts_values, desc->natts * sizeof(Datum));
+		memcpy(slot->tts_isnull, base->tts_isnull, desc->natts * sizeof(bool));
+	}
+	else
+	{
+		memset(slot->tts_values, 0, desc->natts * sizeof(Datum));
+		memset(slot->tts_isnull, true, desc->natts * sizeof(bool));
+	}
+	for (int i = 0; i < desc->natts && ok; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			from;
+
+		if (att->attisdropped || att->attgenerated != '\0' ||
+			(base != NULL && (att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS ||
+							  bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, t->user_key))))
+			continue;
+		from = column_index(c->desc, NameStr(att->attname));
+		if (from < 0 || TupleDescAttr(c->desc, from)->atttypid != att->atttypid)
+			ok = false;
+		else
+		{
+			slot->tts_values[i] = c->values[from];
+			slot->tts_isnull[i] = c->nulls[from];
+		}
+	}
+	ExecStoreVirtualTuple(slot);
+	*out = slot;
+	return ok;
+}
+
+/*
+ * Inserts slot into rri's table unless a row with its primary key exists
+ * (false then, nothing written): a speculative insertion, as INSERT ... ON
+ * CONFLICT DO NOTHING makes, so that an insert of the same key in flight in
+ * another transaction is waited for instead of raising a duplicate-key
+ * error. Constraints and AFTER ROW triggers as in ExecSimpleRelationInsert.
+ */
+static bool
+insert_unless_exists(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, Oid pk)
+{
+	Relation	rel = rri->ri_RelationDesc;
+	List	   *arbiters = list_make1_oid(pk);
+	List	   *recheck;
+	bool		conflict;
+
+	if (rel->rd_att->constr)
+		ExecConstraints(rri, slot, estate);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(rri, slot, estate, true);
+	for (;;)
+	{
+		TransactionId xid;
+		uint32		token;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!mmlite_key_is_free(estate, rri, slot, arbiters))
+			return false;
+		xid = GetCurrentTransactionId();
+		token = SpeculativeInsertionLockAcquire(xid);
+		table_tuple_insert_speculative(rel, slot, estate->es_output_cid, 0, NULL, token);
+		conflict = false;
+		recheck = mmlite_insert_index_tuples_speculative(estate, rri, slot, &conflict, arbiters);
+		table_tuple_complete_speculative(rel, slot, token, !conflict);
+		SpeculativeInsertionLockRelease(xid);
+		if (!conflict)
+			break;
+		/* Another transaction inserted the key meanwhile: check again (it waits). */
+		list_free(recheck);
+	}
+	ExecARInsertTriggers(estate, rri, slot, recheck, NULL);
+	list_free(recheck);
+	return true;
+}
+
+/*
+ * An insert of a key with no version here: the row, then its version.
+ * Returns true when applied; false when the SQL function must decide (the
+ * key has a version or a row), with nothing written.
+ */
+static bool
+apply_insert(ApplyTables *t, const Change *c, TupleTableSlot *versions_key)
+{
+	TriggerDesc *triggers = t->rris[0].ri_TrigDesc;
+	TupleTableSlot *row;
+	TupleTableSlot *version;
+	EPQState	epq;
+	bool		version_exists;
+	bool		applied = false;
+
+	/* BEFORE ROW triggers may change or skip the row, and stored generated columns need computing: SQL does both. */
+	if ((triggers != NULL && triggers->trig_insert_before_row) ||
+		(t->user_rel->rd_att->constr != NULL && t->user_rel->rd_att->constr->has_generated_stored))
+		return false;
+	if (!row_slot(t, c, NULL, &row))
+		return false;
+	open_indexes(t, true);
+	/* A version (a tombstone, or a concurrent version still being written) makes it SQL's to decide. */
+	version_exists = !mmlite_key_is_free(t->estate, &t->rris[1], versions_key, list_make1_oid(t->versions_pk));
+	if (mmlite_swift_apply_plan(c->op, false, version_exists, false, false) != MMLITE_PLAN_APPLY)
+		return false;
+
+	version = version_slot(t, c, NULL, versions_key);
+	mmlite_epq_init(&epq, t->estate);
+	AfterTriggerBeginQuery();
+	if (insert_unless_exists(t->estate, &t->rris[0], row, t->user_pk))
+	{
+		if (insert_unless_exists(t->estate, &t->rris[1], version, t->versions_pk))
+			applied = true;
+		else
+		{
+			/*
+			 * A version of the key arrived meanwhile (another apply worker
+			 * wrote a tombstone; a local writer would have waited for our
+			 * row): take the row out again and let SQL decide.
+			 */
+			CommandCounterIncrement();
+			t->estate->es_output_cid = GetCurrentCommandId(true);
+			mmlite_simple_delete(t->estate, &t->rris[0], &epq, row);
+		}
+	}
+	AfterTriggerEndQuery(t->estate);
+	EvalPlanQualEnd(&epq);
+	return applied;
+}
+
+/*
+ * An update or delete: direct when the row exists and the change was
+ * written on top of the local version (or the key has none). Returns true
+ * when applied; false when the SQL function must decide, with nothing
+ * written (the rows it locked, user row then version row, SQL locks too).
+ */
+static bool
+apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key, TupleTableSlot *versions_key)
+{
+	TupleTableSlot *user_found = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	TupleTableSlot *versions_found = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	TupleTableSlot *version;
+	TupleTableSlot *row = NULL;
+	EPQState	epq;
 	bool		user_row_found;
 	bool		version_found = false;
 	bool		tombstone = false;
 	bool		built_on_local = false;
-	int			v_ms, v_counter, v_node, v_op, v_changed_at, v_prev_ms, v_prev_counter, v_prev_node, v_prev_op;
+
+	/* Lock order as everywhere: the user row first, then the version row. */
+	user_row_found = RelationFindReplTupleByIndex(t->user_rel, t->user_pk, LockTupleExclusive, user_key, user_found);
+	if (user_row_found)
+	{
+		version_found = RelationFindReplTupleByIndex(t->versions_rel, t->versions_pk, LockTupleExclusive,
+													 versions_key, versions_found);
+		if (version_found)
+		{
+			slot_getallattrs(versions_found);
+			tombstone = versions_found->tts_isnull[t->v_op] ||
+				text_equals(versions_found->tts_values[t->v_op], "delete");
+			built_on_local = !c->nulls[c->prev_ms] && !c->nulls[c->prev_counter] && !c->nulls[c->prev_node] &&
+				!versions_found->tts_isnull[t->v_ms] && !versions_found->tts_isnull[t->v_counter] &&
+				!versions_found->tts_isnull[t->v_node] &&
+				DatumGetInt64(c->values[c->prev_ms]) == DatumGetInt64(versions_found->tts_values[t->v_ms]) &&
+				DatumGetInt32(c->values[c->prev_counter]) == DatumGetInt32(versions_found->tts_values[t->v_counter]) &&
+				texts_equal(c->values[c->prev_node], versions_found->tts_values[t->v_node]);
+		}
+	}
+	if (mmlite_swift_apply_plan(c->op, user_row_found, version_found, tombstone, built_on_local) != MMLITE_PLAN_APPLY)
+		return false;
+	/* A column the change table lacks (or types differ): nothing written yet. */
+	if (c->op != MMLITE_OP_DELETE && !row_slot(t, c, user_found, &row))
+		return false;
+
+	version = version_slot(t, c, version_found ? versions_found : NULL, versions_key);
+	open_indexes(t, false);
+	mmlite_epq_init(&epq, t->estate);
+	AfterTriggerBeginQuery();
+	if (version_found)
+		mmlite_simple_update(t->estate, &t->rris[1], &epq, versions_found, version);
+	else
+		mmlite_simple_insert(t->estate, &t->rris[1], version);
+	if (c->op == MMLITE_OP_DELETE)
+		mmlite_simple_delete(t->estate, &t->rris[0], &epq, user_found);
+	else
+		mmlite_simple_update(t->estate, &t->rris[0], &epq, user_found, row);
+	AfterTriggerEndQuery(t->estate);
+	EvalPlanQualEnd(&epq);
+	return true;
+}
+
+Datum
+mmlite_apply_change(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	ApplyTarget *target;
+	Change		c;
+	ApplyTables t;
+	TupleTableSlot *user_key;
+	TupleTableSlot *versions_key;
+	bool		keys_ok = true;
+	bool		applied;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -231,194 +571,38 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	target = apply_target(trigdata->tg_trigger);
 
 	/* The arriving change row. */
-	change_desc = RelationGetDescr(trigdata->tg_relation);
-	cv = palloc(change_desc->natts * sizeof(Datum));
-	cn = palloc(change_desc->natts * sizeof(bool));
-	heap_deform_tuple(trigdata->tg_trigtuple, change_desc, cv, cn);
-	c_node = column_index(change_desc, "mm_node");
-	c_op = column_index(change_desc, "mm_op");
-	c_v_ms = column_index(change_desc, "mm_v_ms");
-	c_v_counter = column_index(change_desc, "mm_v_counter");
-	c_prev_ms = column_index(change_desc, "mm_prev_ms");
-	c_prev_counter = column_index(change_desc, "mm_prev_counter");
-	c_prev_node = column_index(change_desc, "mm_prev_node");
-	if (c_node < 0 || c_op < 0 || c_v_ms < 0 || c_v_counter < 0 || c_prev_ms < 0 ||
-		c_prev_counter < 0 || c_prev_node < 0 || cn[c_node] || cn[c_op] || cn[c_v_ms] || cn[c_v_counter])
+	c.desc = RelationGetDescr(trigdata->tg_relation);
+	c.values = palloc(c.desc->natts * sizeof(Datum));
+	c.nulls = palloc(c.desc->natts * sizeof(bool));
+	heap_deform_tuple(trigdata->tg_trigtuple, c.desc, c.values, c.nulls);
+	c.node = column_index(c.desc, "mm_node");
+	c.op_column = column_index(c.desc, "mm_op");
+	c.v_ms = column_index(c.desc, "mm_v_ms");
+	c.v_counter = column_index(c.desc, "mm_v_counter");
+	c.prev_ms = column_index(c.desc, "mm_prev_ms");
+	c.prev_counter = column_index(c.desc, "mm_prev_counter");
+	c.prev_node = column_index(c.desc, "mm_prev_node");
+	if (c.node < 0 || c.op_column < 0 || c.v_ms < 0 || c.v_counter < 0 || c.prev_ms < 0 ||
+		c.prev_counter < 0 || c.prev_node < 0 || c.nulls[c.node] || c.nulls[c.op_column] ||
+		c.nulls[c.v_ms] || c.nulls[c.v_counter])
 		return call_fallback(target, fcinfo);
 	/* This node's own change coming back: never applied (as in SQL). */
-	if (text_equals(cv[c_node], target->me))
+	if (text_equals(c.values[c.node], target->me))
 		PG_RETURN_POINTER(NULL);
-	op = op_code(cv[c_op]);
-	if (!mmlite_swift_apply_considers(op))
+	c.op = op_code(c.values[c.op_column]);
+	if (!mmlite_swift_apply_considers(c.op) || !open_tables(target, &t))
 		return call_fallback(target, fcinfo);
 
-	user_rel = table_open(target->user_relid, RowExclusiveLock);
-	versions_rel = table_open(target->versions_relid, RowExclusiveLock);
-	user_desc = RelationGetDescr(user_rel);
-	versions_desc = RelationGetDescr(versions_rel);
-	(void) RelationGetIndexList(user_rel);	/* sets rd_pkindex */
-	(void) RelationGetIndexList(versions_rel);
-	user_pk = user_rel->rd_pkindex;
-	versions_pk = versions_rel->rd_pkindex;
-	user_key = RelationGetIndexAttrBitmap(user_rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
-	versions_key = RelationGetIndexAttrBitmap(versions_rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
-	v_ms = column_index(versions_desc, "v_ms");
-	v_counter = column_index(versions_desc, "v_counter");
-	v_node = column_index(versions_desc, "v_node");
-	v_op = column_index(versions_desc, "op");
-	v_changed_at = column_index(versions_desc, "changed_at");
-	v_prev_ms = column_index(versions_desc, "prev_ms");
-	v_prev_counter = column_index(versions_desc, "prev_counter");
-	v_prev_node = column_index(versions_desc, "prev_node");
-	v_prev_op = column_index(versions_desc, "prev_op");
-	if (!OidIsValid(user_pk) || !OidIsValid(versions_pk) || v_ms < 0 || v_counter < 0 || v_node < 0 ||
-		v_op < 0 || v_changed_at < 0 || v_prev_ms < 0 || v_prev_counter < 0 || v_prev_node < 0 || v_prev_op < 0)
-	{
-		table_close(versions_rel, NoLock);
-		table_close(user_rel, NoLock);
+	user_key = key_slot(t.estate, t.user_rel, t.user_key, c.desc, c.values, c.nulls, &keys_ok);
+	versions_key = key_slot(t.estate, t.versions_rel, t.versions_key, c.desc, c.values, c.nulls, &keys_ok);
+	if (!keys_ok)
+		applied = false;
+	else if (c.op == MMLITE_OP_INSERT)
+		applied = apply_insert(&t, &c, versions_key);
+	else
+		applied = apply_update_or_delete(&t, &c, user_key, versions_key);
+	close_tables(&t);
+	if (!applied)
 		return call_fallback(target, fcinfo);
-	}
-
-	estate = CreateExecutorState();
-	rels[0] = user_rel;
-	rels[1] = versions_rel;
-	mmlite_init_range_table(estate, rels, 2);
-	rris = palloc0(2 * sizeof(ResultRelInfo));
-	InitResultRelInfo(&rris[0], user_rel, 1, NULL, 0);
-	InitResultRelInfo(&rris[1], versions_rel, 2, NULL, 0);
-	mmlite_add_result_relations(estate, rris, 2);
-	estate->es_output_cid = GetCurrentCommandId(true);
-
-	/* Lock order as everywhere: the user row first, then the version row. */
-	user_search = key_slot(estate, user_rel, user_key, change_desc, cv, cn, &keys_ok);
-	versions_search = key_slot(estate, versions_rel, versions_key, change_desc, cv, cn, &keys_ok);
-	user_found = table_slot_create(user_rel, &estate->es_tupleTable);
-	versions_found = table_slot_create(versions_rel, &estate->es_tupleTable);
-	user_row_found = keys_ok &&
-		RelationFindReplTupleByIndex(user_rel, user_pk, LockTupleExclusive, user_search, user_found);
-	if (user_row_found)
-	{
-		version_found = RelationFindReplTupleByIndex(versions_rel, versions_pk, LockTupleExclusive,
-													 versions_search, versions_found);
-		if (version_found)
-		{
-			slot_getallattrs(versions_found);
-			tombstone = versions_found->tts_isnull[v_op] || text_equals(versions_found->tts_values[v_op], "delete");
-			built_on_local = !cn[c_prev_ms] && !cn[c_prev_counter] && !cn[c_prev_node] &&
-				!versions_found->tts_isnull[v_ms] && !versions_found->tts_isnull[v_counter] &&
-				!versions_found->tts_isnull[v_node] &&
-				DatumGetInt64(cv[c_prev_ms]) == DatumGetInt64(versions_found->tts_values[v_ms]) &&
-				DatumGetInt32(cv[c_prev_counter]) == DatumGetInt32(versions_found->tts_values[v_counter]) &&
-				texts_equal(cv[c_prev_node], versions_found->tts_values[v_node]);
-		}
-	}
-
-	if (mmlite_swift_apply_plan(op, user_row_found, version_found, tombstone, built_on_local) == MMLITE_PLAN_APPLY)
-	{
-		TupleTableSlot *versions_new = table_slot_create(versions_rel, &estate->es_tupleTable);
-		EPQState	epq;
-		bool		row_ok = true;
-
-		ExecOpenIndices(&rris[0], false);
-		ExecOpenIndices(&rris[1], false);
-		mmlite_epq_init(&epq, estate);
-		AfterTriggerBeginQuery();
-
-		/* The new version: the change's, replacing the local one (kept as prev_*). */
-		ExecClearTuple(versions_new);
-		if (version_found)
-		{
-			memcpy(versions_new->tts_values, versions_found->tts_values, versions_desc->natts * sizeof(Datum));
-			memcpy(versions_new->tts_isnull, versions_found->tts_isnull, versions_desc->natts * sizeof(bool));
-			versions_new->tts_values[v_prev_ms] = versions_found->tts_values[v_ms];
-			versions_new->tts_isnull[v_prev_ms] = versions_found->tts_isnull[v_ms];
-			versions_new->tts_values[v_prev_counter] = versions_found->tts_values[v_counter];
-			versions_new->tts_isnull[v_prev_counter] = versions_found->tts_isnull[v_counter];
-			versions_new->tts_values[v_prev_node] = versions_found->tts_values[v_node];
-			versions_new->tts_isnull[v_prev_node] = versions_found->tts_isnull[v_node];
-			versions_new->tts_values[v_prev_op] = versions_found->tts_values[v_op];
-			versions_new->tts_isnull[v_prev_op] = versions_found->tts_isnull[v_op];
-		}
-		else
-		{
-			memcpy(versions_new->tts_values, versions_search->tts_values, versions_desc->natts * sizeof(Datum));
-			memcpy(versions_new->tts_isnull, versions_search->tts_isnull, versions_desc->natts * sizeof(bool));
-		}
-		versions_new->tts_values[v_ms] = cv[c_v_ms];
-		versions_new->tts_isnull[v_ms] = false;
-		versions_new->tts_values[v_counter] = cv[c_v_counter];
-		versions_new->tts_isnull[v_counter] = false;
-		versions_new->tts_values[v_node] = cv[c_node];
-		versions_new->tts_isnull[v_node] = false;
-		versions_new->tts_values[v_op] = cv[c_op];
-		versions_new->tts_isnull[v_op] = false;
-		versions_new->tts_values[v_changed_at] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		versions_new->tts_isnull[v_changed_at] = false;
-		ExecStoreVirtualTuple(versions_new);
-
-		if (op == 3)
-		{
-			if (version_found)
-				mmlite_simple_update(estate, &rris[1], &epq, versions_found, versions_new);
-			else
-				mmlite_simple_insert(estate, &rris[1], versions_new);
-			mmlite_simple_delete(estate, &rris[0], &epq, user_found);
-		}
-		else
-		{
-			/* The row image: every writable non-key column from the change. */
-			TupleTableSlot *user_new = table_slot_create(user_rel, &estate->es_tupleTable);
-
-			slot_getallattrs(user_found);
-			ExecClearTuple(user_new);
-			memcpy(user_new->tts_values, user_found->tts_values, user_desc->natts * sizeof(Datum));
-			memcpy(user_new->tts_isnull, user_found->tts_isnull, user_desc->natts * sizeof(bool));
-			for (int i = 0; i < user_desc->natts && row_ok; i++)
-			{
-				Form_pg_attribute att = TupleDescAttr(user_desc, i);
-				int			from;
-
-				if (att->attisdropped || att->attgenerated != '\0' ||
-					att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS ||
-					bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, user_key))
-					continue;
-				from = column_index(change_desc, NameStr(att->attname));
-				if (from < 0 || TupleDescAttr(change_desc, from)->atttypid != att->atttypid)
-					row_ok = false;
-				else
-				{
-					user_new->tts_values[i] = cv[from];
-					user_new->tts_isnull[i] = cn[from];
-				}
-			}
-			ExecStoreVirtualTuple(user_new);
-			if (row_ok)
-			{
-				if (version_found)
-					mmlite_simple_update(estate, &rris[1], &epq, versions_found, versions_new);
-				else
-					mmlite_simple_insert(estate, &rris[1], versions_new);
-				mmlite_simple_update(estate, &rris[0], &epq, user_found, user_new);
-			}
-		}
-
-		AfterTriggerEndQuery(estate);
-		EvalPlanQualEnd(&epq);
-		ExecCloseIndices(&rris[1]);
-		ExecCloseIndices(&rris[0]);
-		ExecResetTupleTable(estate->es_tupleTable, false);
-		FreeExecutorState(estate);
-		table_close(versions_rel, NoLock);
-		table_close(user_rel, NoLock);
-		/* A column the change table lacks (or types differ): nothing was written. */
-		if (!row_ok)
-			return call_fallback(target, fcinfo);
-		PG_RETURN_POINTER(NULL);
-	}
-
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(versions_rel, NoLock);
-	table_close(user_rel, NoLock);
-	return call_fallback(target, fcinfo);
+	PG_RETURN_POINTER(NULL);
 }

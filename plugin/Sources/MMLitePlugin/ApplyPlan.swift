@@ -16,24 +16,34 @@ enum ApplyPlan: Int32 {
 }
 
 /// The direct path takes exactly the changes that apply under every policy
-/// without being a conflict (docs/conflicts.md, "Semantics"): the user row
-/// exists and the change was written on top of this node's version of it
-/// (its `prev` is the local version), or this node holds no version for the
-/// key at all (a row that predates opting in). Such a change applies and
-/// logs nothing in the SQL function too. Anything else (no user row, a
-/// tombstone, a concurrent version) may be a conflict: SQL decides.
+/// without being a conflict (docs/conflicts.md, "Semantics"):
+/// - an update or delete when the user row exists and the change was written
+///   on top of this node's version of it (its `prev` is the local version),
+///   or this node holds no version for the key at all (a row that predates
+///   opting in);
+/// - an insert of a key this node holds no version of (`userRowFound` is not
+///   known yet: the C side inserts speculatively and hands a key whose row
+///   exists to SQL, having written nothing).
+/// Such a change applies and logs nothing in the SQL function too. Anything
+/// else (no user row to update, a tombstone, a concurrent version) may be a
+/// conflict: SQL decides.
 func applyPlan(op: ChangeOp?, userRowFound: Bool, versionFound: Bool, versionIsTombstone: Bool, builtOnLocalVersion: Bool) -> ApplyPlan {
-    guard op != nil, userRowFound else { return .sql }
-    if !versionFound { return .direct }
-    return !versionIsTombstone && builtOnLocalVersion ? .direct : .sql
+    switch op {
+    case nil:
+        return .sql
+    case .insert:
+        return versionFound ? .sql : .direct
+    case .update, .delete:
+        guard userRowFound else { return .sql }
+        if !versionFound { return .direct }
+        return !versionIsTombstone && builtOnLocalVersion ? .direct : .sql
+    }
 }
 
 /// Whether the direct path can take a change of this kind at all, asked
-/// before any lookup. An arriving insert is nearly always a new key (no user
-/// row here), which the direct path does not take: probing for the row first
-/// would only add cost on the way to SQL.
+/// before any lookup.
 func directPathConsiders(op: ChangeOp?) -> Bool {
-    op == .update || op == .delete
+    op != nil
 }
 
 @_cdecl("mmlite_swift_apply_considers")

@@ -1,8 +1,9 @@
 /*
  * Every PostgreSQL-major difference the native apply path (mmlite_apply.c)
  * meets, in one place: executor set-up for direct table access changed in
- * 14 (ResultRelInfo arguments), 16 (permission infos, EPQ result relations)
- * and 18 (unpruned relids). The rest of mmlite_apply.c is version-free.
+ * 14 (ResultRelInfo arguments), 16 (permission infos, EPQ result relations,
+ * summarizing indexes) and 18 (unpruned relids, the tuple an index check
+ * skips). The rest of mmlite_apply.c is version-free.
  */
 #ifndef MMLITE_COMPAT_H
 #define MMLITE_COMPAT_H
@@ -120,6 +121,43 @@ mmlite_simple_delete(EState *estate, ResultRelInfo *rri, EPQState *epq,
 	ExecSimpleRelationDelete(rri, estate, epq, searchslot);
 #else
 	ExecSimpleRelationDelete(estate, epq, searchslot);
+#endif
+}
+
+/*
+ * Speculative insertion (what INSERT ... ON CONFLICT DO NOTHING does), for
+ * the native insert path: rri's indexes must be open with speculative = true.
+ *
+ * mmlite_key_is_free: false when a row holding slot's key in one of
+ * `arbiters` exists; an insert of that key still in progress is waited for.
+ */
+static inline bool
+mmlite_key_is_free(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, List *arbiters)
+{
+	ItemPointerData conflict_tid;
+
+	mmlite_select(estate, rri);
+#if PG_VERSION_NUM >= 180000
+	return ExecCheckIndexConstraints(rri, slot, estate, &conflict_tid, NULL, arbiters);
+#elif PG_VERSION_NUM >= 140000
+	return ExecCheckIndexConstraints(rri, slot, estate, &conflict_tid, arbiters);
+#else
+	return ExecCheckIndexConstraints(slot, estate, &conflict_tid, arbiters);
+#endif
+}
+
+/* Index entries for a speculatively inserted tuple; *conflict when an arbiter already had the key. */
+static inline List *
+mmlite_insert_index_tuples_speculative(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot,
+									   bool *conflict, List *arbiters)
+{
+	mmlite_select(estate, rri);
+#if PG_VERSION_NUM >= 160000
+	return ExecInsertIndexTuples(rri, slot, estate, false, true, conflict, arbiters, false);
+#elif PG_VERSION_NUM >= 140000
+	return ExecInsertIndexTuples(rri, slot, estate, false, true, conflict, arbiters);
+#else
+	return ExecInsertIndexTuples(slot, estate, true, conflict, arbiters);
 #endif
 }
 
