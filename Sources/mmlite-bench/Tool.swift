@@ -23,8 +23,9 @@ struct MMLiteTool {
     }
 
     /// A mesh config for `nodes` replicating `tables`; `extra` is appended verbatim.
-    func writeConfig(name: String, tables: [String], nodes: [Cluster], extra: String = "") throws -> String {
-        var text = "[mesh]\nname = \"bench\"\ntables = [\(tables.map { "\"\($0)\"" }.joined(separator: ", "))]\n"
+    /// `meshSettings`: more `[mesh]` lines; `extra`: TOML after the nodes.
+    func writeConfig(name: String, tables: [String], nodes: [Cluster], meshSettings: String = "", extra: String = "") throws -> String {
+        var text = "[mesh]\nname = \"bench\"\ntables = [\(tables.map { "\"\($0)\"" }.joined(separator: ", "))]\n" + meshSettings
         for node in nodes {
             text += "\n[[nodes]]\nname = \"\(node.name)\"\ndsn = \"\(node.conninfo)\"\n"
         }
@@ -96,13 +97,26 @@ struct JoinScenario {
 
 // MARK: scenario 4: conflict handling overhead
 
+/// The three meshes each conflicts run builds: plain replication, and
+/// `public.bench_t` opted in to last-update-wins applied by the native
+/// trigger (`conflict_apply = "auto"`, the default) or by the SQL one.
+enum ConflictMode: String, CaseIterable, Codable {
+    case plain, native, sql
+
+    var description: String {
+        switch self {
+        case .plain: "without conflict handling"
+        case .native: "with conflict handling, native apply"
+        case .sql: "with conflict handling, SQL apply"
+        }
+    }
+}
+
 struct ConflictRun: Codable {
-    /// Seconds to apply a backlog of `transactions` on the subscriber, plain and with conflict handling.
-    var applySecondsPlain: Double
-    var applySecondsConflicts: Double
-    /// Local pgbench TPS on the publisher, plain and with conflict handling.
-    var localTPSPlain: Double
-    var localTPSConflicts: Double
+    /// Seconds to apply a backlog of `transactions` on the subscriber, per mode.
+    var applySeconds: [ConflictMode: Double]
+    /// Local pgbench TPS on the publisher, per mode.
+    var localTPS: [ConflictMode: Double]
     var contentEqual: Bool
 }
 
@@ -112,26 +126,34 @@ struct ConflictScenario {
     let mesh: MeshScenario
     let transactions: Int
 
-    /// Fresh 2-node meshes built by `mmlite apply`, one plain and one with
-    /// bench_t opted in to last-update-wins (order alternates between runs).
-    /// Local cost: unthrottled pgbench on n1. Apply throughput: n2's
-    /// subscription from n1 disabled, `transactions` written on n1, enabled,
-    /// timed until n1's marker arrives on n2.
+    /// Fresh 2-node meshes built by `mmlite apply`, one per mode (the order
+    /// rotates between runs). Local cost: unthrottled pgbench on n1. Apply
+    /// throughput: n2's subscription from n1 disabled, `transactions` written
+    /// on n1, enabled, timed until n1's marker arrives on n2.
     func run(number: Int) throws -> ConflictRun {
-        var apply: [Bool: Double] = [:], local: [Bool: Double] = [:]
+        var apply: [ConflictMode: Double] = [:], local: [ConflictMode: Double] = [:]
         var equal = true
-        for conflicts in (number % 2 == 0 ? [false, true] : [true, false]) {
+        let modes = ConflictMode.allCases
+        for offset in 0..<modes.count {
+            let mode = modes[(offset + number) % modes.count]
             let harness = try ClusterHarness()
             defer { harness.destroyAll() }
             let nodes = try (1...2).map { try harness.startCluster(name: "n\($0)", installation: installation, settings: Bench.clusterSettings) }
             try mesh.createSchema(nodes, topology: .mmlite2)
-            let extra = conflicts ? "\n[tables.\"public.bench_t\"]\nconflicts = \"last-update-wins\"\n" : ""
-            let config = try tool.writeConfig(name: "conflicts-\(conflicts)", tables: ["public.bench_t", "public.bench_marker"], nodes: nodes, extra: extra)
+            let extra = mode == .plain ? "" : "\n[tables.\"public.bench_t\"]\nconflicts = \"last-update-wins\"\n"
+            let config = try tool.writeConfig(name: "conflicts-\(mode.rawValue)", tables: ["public.bench_t", "public.bench_marker"], nodes: nodes,
+                                              meshSettings: mode == .sql ? "conflict_apply = \"sql\"\n" : "", extra: extra)
             try tool.call(["apply", "-c", config])
+            if mode != .plain {
+                // Measure the implementation the mode names, or nothing.
+                let function = try nodes[1].scalar("SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgname = 'mmlite_apply'") ?? ""
+                let expected = mode == .native ? "mmlite.apply_change" : "mmlite.\"public.bench_t$apply\""
+                guard function == expected else { throw BenchError("conflicts (\(mode.rawValue)): n2's apply trigger runs \(function), expected \(expected) (is mmlite.so installed?)") }
+            }
             _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: 1, timeout: 120)
             // Local write cost.
             let localResult = try mesh.load(nodes, topology: .native, rate: nil)
-            local[conflicts] = localResult.meanTPSPerNode
+            local[mode] = localResult.meanTPSPerNode
             _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: 2, timeout: 900)
             // Apply throughput of a backlog.
             try nodes[1].execute("ALTER SUBSCRIPTION mmlite_bench_from_n1 DISABLE")
@@ -149,12 +171,11 @@ struct ConflictScenario {
                 try nodes[1].scalar("SELECT count(*) FROM bench_marker WHERE round = 3") == "1"
             }
             guard arrived else { throw BenchError("conflicts: backlog not applied on n2 within 900 s") }
-            apply[conflicts] = monotonicSeconds() - start
+            apply[mode] = monotonicSeconds() - start
             let fingerprints = try nodes.map { try $0.fingerprint(of: "bench_t") }
             equal = equal && Set(fingerprints).count == 1
-            say("conflicts: run \(number) \(conflicts ? "with" : "without") conflict handling: local \(fmt(local[conflicts] ?? .nan, 0)) tps, backlog of \(perClient * mesh.clients) txns applied in \(fmt(apply[conflicts] ?? .nan, 2)) s (\(fmt(Double(perClient * mesh.clients) / (apply[conflicts] ?? .nan), 0)) txn/s), equal \(Set(fingerprints).count == 1)")
+            say("conflicts: run \(number) \(mode.description): local \(fmt(local[mode] ?? .nan, 0)) tps, backlog of \(perClient * mesh.clients) txns applied in \(fmt(apply[mode] ?? .nan, 2)) s (\(fmt(Double(perClient * mesh.clients) / (apply[mode] ?? .nan), 0)) txn/s), equal \(Set(fingerprints).count == 1)")
         }
-        return ConflictRun(applySecondsPlain: apply[false] ?? .nan, applySecondsConflicts: apply[true] ?? .nan,
-                           localTPSPlain: local[false] ?? .nan, localTPSConflicts: local[true] ?? .nan, contentEqual: equal)
+        return ConflictRun(applySeconds: apply, localTPS: local, contentEqual: equal)
     }
 }

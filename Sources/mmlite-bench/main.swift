@@ -134,12 +134,14 @@ func main() throws -> Int32 {
     let meshRuns = options.meshRuns ?? 3  // a median of 3 even in --quick: TPS ratios of 2 runs swing ±10 %
     let duration = options.duration ?? (quick ? 5 : 20)
     let joinRuns = options.joinRuns ?? (quick ? 1 : 3)
+    let conflictTransactions = quick ? 5_000 : 20_000
     var results = Results(mode: quick ? "quick" : "full")
     results.machine = machineFacts(installation)
     results.machine["load average at start"] = loadAverage()
     results.parameters = [
         "decode runs": String(decodeRuns), "mesh runs": String(meshRuns), "pgbench duration (s)": String(duration),
         "pgbench clients per node": String(options.clients), "join rows": String(options.joinRows), "join runs": String(joinRuns),
+        "conflict transactions": String(conflictTransactions),
     ]
     say("mmlite-bench (\(results.mode)): PostgreSQL \(installation.version), \(results.machine["nproc"] ?? "?") CPUs, load \(results.machine["load average at start"] ?? "?")")
 
@@ -214,7 +216,7 @@ func main() throws -> Int32 {
             // Conflict handling is installed by `mmlite apply` (a table's `conflicts` setting).
             results.skipped["conflicts"] = "`mmlite apply --help` fails"
         } else {
-            let scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: quick ? 5_000 : 20_000)
+            let scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions)
             do {
                 for run in 0..<(quick ? 1 : 3) { results.conflicts.append(try scenario.run(number: run)) }
             } catch {
