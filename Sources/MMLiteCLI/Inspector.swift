@@ -2,6 +2,13 @@ import Foundation
 import MMLiteCore
 import PostgresClient
 
+/// A usage error unless `name` is a node of the configuration file at `path`
+/// (the message lists the nodes; `hint` is appended).
+func requireNode(_ name: String, in config: MeshConfig, path: String, hint: String = "") throws {
+    guard config.node(named: name) == nil else { return }
+    throw CLIError(.usage, "\(name) is not a node in \(path) (nodes: \(config.nodes.map(\.name).joined(separator: ", ")))" + hint)
+}
+
 /// Loads the configuration file, with libpq itself validating every DSN.
 func loadConfig(_ path: String, console: Console) throws -> MeshConfig {
     guard FileManager.default.fileExists(atPath: path) else {

@@ -54,9 +54,7 @@ struct Join {
     func run() throws -> ExitStatus {
         let config = try loadConfig(configPath, console: console)
         let names = config.names
-        for name in [node, source] where config.node(named: name) == nil {
-            throw CLIError(.usage, "\(name) is not a node in \(configPath) (nodes: \(config.nodes.map(\.name).joined(separator: ", ")))")
-        }
+        for name in [node, source] { try requireNode(name, in: config, path: configPath) }
         guard node != source else { throw CLIError(.usage, "\(node) cannot join from itself; --from names a member of the mesh") }
         var preflight = Preflight(config: config, console: console)
         if !preflight.unreachable.isEmpty {

@@ -43,9 +43,7 @@ struct Part {
     func run() throws -> ExitStatus {
         let config = try loadConfig(configPath, console: console)
         let names = config.names
-        guard config.node(named: node) != nil else {
-            throw CLIError(.usage, "\(node) is not a node in \(configPath) (nodes: \(config.nodes.map(\.name).joined(separator: ", "))); keep it in the file until it is parted")
-        }
+        try requireNode(node, in: config, path: configPath, hint: "; keep it in the file until it is parted")
         let connections = Connections(config: config, console: console)
         let others = config.nodes.map(\.name).filter { $0 != node }
         let unreachableOthers = others.filter { connections[$0] == nil }

@@ -105,9 +105,10 @@ struct Resolve {
         let console = context.console
         let config = try loadConfig(configPath, console: console)
         let names = config.names
-        guard config.node(named: node) != nil else { throw CLIError(.usage, "\(node) is not a node of \(configPath)") }
+        try requireNode(node, in: config, path: configPath)
         if let from {
-            guard config.node(named: from) != nil, from != node else { throw CLIError(.usage, "--from \(from): not another node of \(configPath)") }
+            try requireNode(from, in: config, path: configPath)
+            guard from != node else { throw CLIError(.usage, "--from \(from): name the peer whose link into \(node) is stuck, not \(node) itself") }
         }
         guard let subscriber = try? Connections.connect(config.node(named: node)!.dsn) else {
             throw CLIError(.unavailable, "\(node) is unreachable")

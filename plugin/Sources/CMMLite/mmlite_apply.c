@@ -13,9 +13,9 @@
  *   - an update or delete of an existing row that was written on top of this
  *     node's version of the row (or of a row this node never versioned);
  *   - an insert of a key this node has neither a row nor a version of
- *     (inserted speculatively, as INSERT ... ON CONFLICT does, so a local
- *     insert of the same key in flight is waited for, never a duplicate-key
- *     error).
+ *     (inserted speculatively, the mechanism of INSERT ... ON CONFLICT: a
+ *     key that exists or that a local transaction is inserting goes to SQL,
+ *     which waits for it, never a duplicate-key error).
  * Under every policy these apply and log nothing. Everything else (a
  * tombstone, a genuine conflict, a column whose type differs, a table with
  * BEFORE ROW triggers or stored generated columns) goes to the generated
@@ -41,7 +41,6 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
-#include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -60,6 +59,21 @@ extern int32 mmlite_swift_apply_plan(int32 op, bool user_row_found, bool version
 
 PG_FUNCTION_INFO_V1(mmlite_apply_change);
 
+/*
+ * Where columns were found last time, per attribute: a guess that is checked
+ * (one name comparison) on every use and corrected when a table changed, so
+ * that finding a column costs no search over the descriptor.
+ */
+typedef struct ColumnHints
+{
+	int		   *at;
+	int			count;
+} ColumnHints;
+
+/* The change table's mm_* columns, and the version table's columns, in this order. */
+static const char *const change_meta_names[] = {"mm_node", "mm_op", "mm_v_ms", "mm_v_counter", "mm_prev_ms", "mm_prev_counter", "mm_prev_node"};
+static const char *const versions_meta_names[] = {"v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"};
+
 /* What a trigger's arguments name, resolved once per trigger (by its OID). */
 typedef struct ApplyTarget
 {
@@ -68,6 +82,10 @@ typedef struct ApplyTarget
 	Oid			versions_relid;
 	FmgrInfo	fallback;
 	char	   *me;
+	ColumnHints change_meta;		/* change_meta_names in the change table */
+	ColumnHints versions_meta;		/* versions_meta_names in the version table */
+	ColumnHints user_from_change;	/* per user table attribute: its change table column */
+	ColumnHints versions_from_change;	/* per version table attribute: its change table column */
 	struct ApplyTarget *next;
 } ApplyTarget;
 
@@ -118,6 +136,39 @@ column_index(TupleDesc desc, const char *name)
 			return i;
 	}
 	return -1;
+}
+
+/* hints->at, with room for `count` attributes (new ones unknown: -1). */
+static int *
+hints_for(ColumnHints *hints, int count)
+{
+	if (hints->count < count)
+	{
+		int		   *grown = MemoryContextAlloc(TopMemoryContext, count * sizeof(int));
+
+		for (int i = 0; i < count; i++)
+			grown[i] = i < hints->count ? hints->at[i] : -1;
+		if (hints->at != NULL)
+			pfree(hints->at);
+		hints->at = grown;
+		hints->count = count;
+	}
+	return hints->at;
+}
+
+/* column_index(desc, name), trying *hint first and remembering the answer there. */
+static int
+column_at(TupleDesc desc, const char *name, int *hint)
+{
+	if (*hint >= 0 && *hint < desc->natts)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, *hint);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return *hint;
+	}
+	*hint = column_index(desc, name);
+	return *hint;
 }
 
 static bool
@@ -172,10 +223,11 @@ call_fallback(ApplyTarget *target, FunctionCallInfo outer)
 /* A virtual slot of rel holding only its key columns, taken from the change. */
 static TupleTableSlot *
 key_slot(EState *estate, Relation rel, Bitmapset *key_columns, TupleDesc change_desc,
-		 const Datum *change_values, const bool *change_nulls, bool *ok)
+		 const Datum *change_values, const bool *change_nulls, ColumnHints *hints, bool *ok)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	TupleTableSlot *slot = table_slot_create(rel, &estate->es_tupleTable);
+	int		   *hint = hints_for(hints, desc->natts);
 
 	ExecClearTuple(slot);
 	for (int i = 0; i < desc->natts; i++)
@@ -188,7 +240,7 @@ key_slot(EState *estate, Relation rel, Bitmapset *key_columns, TupleDesc change_
 		if (att->attisdropped ||
 			!bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, key_columns))
 			continue;
-		from = column_index(change_desc, NameStr(att->attname));
+		from = column_at(change_desc, NameStr(att->attname), &hint[i]);
 		if (from < 0 || change_nulls[from] ||
 			TupleDescAttr(change_desc, from)->atttypid != att->atttypid)
 		{
@@ -205,6 +257,7 @@ key_slot(EState *estate, Relation rel, Bitmapset *key_columns, TupleDesc change_
 /* The two tables a change is applied to, opened, with an executor state. */
 typedef struct ApplyTables
 {
+	ApplyTarget *target;
 	Relation	user_rel;
 	Relation	versions_rel;
 	Bitmapset  *user_key;
@@ -240,6 +293,7 @@ open_tables(ApplyTarget *target, ApplyTables *t)
 	Relation	rels[2];
 
 	memset(t, 0, sizeof(*t));
+	t->target = target;
 	t->user_rel = table_open(target->user_relid, RowExclusiveLock);
 	t->versions_rel = table_open(target->versions_relid, RowExclusiveLock);
 	versions_desc = RelationGetDescr(t->versions_rel);
@@ -247,15 +301,22 @@ open_tables(ApplyTarget *target, ApplyTables *t)
 	(void) RelationGetIndexList(t->versions_rel);
 	t->user_pk = t->user_rel->rd_pkindex;
 	t->versions_pk = t->versions_rel->rd_pkindex;
-	t->v_ms = column_index(versions_desc, "v_ms");
-	t->v_counter = column_index(versions_desc, "v_counter");
-	t->v_node = column_index(versions_desc, "v_node");
-	t->v_op = column_index(versions_desc, "op");
-	t->v_changed_at = column_index(versions_desc, "changed_at");
-	t->v_prev_ms = column_index(versions_desc, "prev_ms");
-	t->v_prev_counter = column_index(versions_desc, "prev_counter");
-	t->v_prev_node = column_index(versions_desc, "prev_node");
-	t->v_prev_op = column_index(versions_desc, "prev_op");
+	{
+		int		   *hint = hints_for(&target->versions_meta, lengthof(versions_meta_names));
+		int			at[lengthof(versions_meta_names)];
+
+		for (int i = 0; i < (int) lengthof(versions_meta_names); i++)
+			at[i] = column_at(versions_desc, versions_meta_names[i], &hint[i]);
+		t->v_ms = at[0];
+		t->v_counter = at[1];
+		t->v_node = at[2];
+		t->v_op = at[3];
+		t->v_changed_at = at[4];
+		t->v_prev_ms = at[5];
+		t->v_prev_counter = at[6];
+		t->v_prev_node = at[7];
+		t->v_prev_op = at[8];
+	}
 	if (!OidIsValid(t->user_pk) || !OidIsValid(t->versions_pk) ||
 		t->user_rel->rd_rel->relkind != RELKIND_RELATION ||
 		t->versions_rel->rd_rel->relkind != RELKIND_RELATION ||
@@ -355,6 +416,7 @@ row_slot(ApplyTables *t, const Change *c, TupleTableSlot *base, TupleTableSlot *
 {
 	TupleDesc	desc = RelationGetDescr(t->user_rel);
 	TupleTableSlot *slot = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	int		   *hint = hints_for(&t->target->user_from_change, desc->natts);
 	bool		ok = true;
 
 	ExecClearTuple(slot);
@@ -378,7 +440,7 @@ row_slot(ApplyTables *t, const Change *c, TupleTableSlot *base, TupleTableSlot *
 			(base != NULL && (att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS ||
 							  bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, t->user_key))))
 			continue;
-		from = column_index(c->desc, NameStr(att->attname));
+		from = column_at(c->desc, NameStr(att->attname), &hint[i]);
 		if (from < 0 || TupleDescAttr(c->desc, from)->atttypid != att->atttypid)
 			ok = false;
 		else
@@ -393,11 +455,12 @@ row_slot(ApplyTables *t, const Change *c, TupleTableSlot *base, TupleTableSlot *
 }
 
 /*
- * Inserts slot into rri's table unless a row with its primary key exists
- * (false then, nothing written): a speculative insertion, as INSERT ... ON
- * CONFLICT DO NOTHING makes, so that an insert of the same key in flight in
- * another transaction is waited for instead of raising a duplicate-key
- * error. Constraints and AFTER ROW triggers as in ExecSimpleRelationInsert.
+ * Inserts slot into rri's table unless a row with its primary key exists or
+ * is being inserted by another transaction (false then, nothing written): a
+ * speculative insertion, the mechanism of INSERT ... ON CONFLICT, so that a
+ * duplicate key never raises an error. Unlike ON CONFLICT it does not wait
+ * for an insert in flight: the SQL function the caller hands over to does.
+ * Constraints and AFTER ROW triggers as in ExecSimpleRelationInsert.
  */
 static bool
 insert_unless_exists(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, Oid pk)
@@ -405,31 +468,25 @@ insert_unless_exists(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, O
 	Relation	rel = rri->ri_RelationDesc;
 	List	   *arbiters = list_make1_oid(pk);
 	List	   *recheck;
-	bool		conflict;
+	TransactionId xid;
+	uint32		token;
+	bool		conflict = false;
 
 	if (rel->rd_att->constr)
 		ExecConstraints(rri, slot, estate);
 	if (rel->rd_rel->relispartition)
 		ExecPartitionCheck(rri, slot, estate, true);
-	for (;;)
+	xid = GetCurrentTransactionId();
+	token = SpeculativeInsertionLockAcquire(xid);
+	table_tuple_insert_speculative(rel, slot, estate->es_output_cid, 0, NULL, token);
+	recheck = mmlite_insert_index_tuples_speculative(estate, rri, slot, &conflict, arbiters);
+	/* On a conflict the tuple is taken back ("super-deleted"): nobody ever saw it. */
+	table_tuple_complete_speculative(rel, slot, token, !conflict);
+	SpeculativeInsertionLockRelease(xid);
+	if (conflict)
 	{
-		TransactionId xid;
-		uint32		token;
-
-		CHECK_FOR_INTERRUPTS();
-		if (!mmlite_key_is_free(estate, rri, slot, arbiters))
-			return false;
-		xid = GetCurrentTransactionId();
-		token = SpeculativeInsertionLockAcquire(xid);
-		table_tuple_insert_speculative(rel, slot, estate->es_output_cid, 0, NULL, token);
-		conflict = false;
-		recheck = mmlite_insert_index_tuples_speculative(estate, rri, slot, &conflict, arbiters);
-		table_tuple_complete_speculative(rel, slot, token, !conflict);
-		SpeculativeInsertionLockRelease(xid);
-		if (!conflict)
-			break;
-		/* Another transaction inserted the key meanwhile: check again (it waits). */
 		list_free(recheck);
+		return false;
 	}
 	ExecARInsertTriggers(estate, rri, slot, recheck, NULL);
 	list_free(recheck);
@@ -575,13 +632,20 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	c.values = palloc(c.desc->natts * sizeof(Datum));
 	c.nulls = palloc(c.desc->natts * sizeof(bool));
 	heap_deform_tuple(trigdata->tg_trigtuple, c.desc, c.values, c.nulls);
-	c.node = column_index(c.desc, "mm_node");
-	c.op_column = column_index(c.desc, "mm_op");
-	c.v_ms = column_index(c.desc, "mm_v_ms");
-	c.v_counter = column_index(c.desc, "mm_v_counter");
-	c.prev_ms = column_index(c.desc, "mm_prev_ms");
-	c.prev_counter = column_index(c.desc, "mm_prev_counter");
-	c.prev_node = column_index(c.desc, "mm_prev_node");
+	{
+		int		   *hint = hints_for(&target->change_meta, lengthof(change_meta_names));
+		int			at[lengthof(change_meta_names)];
+
+		for (int i = 0; i < (int) lengthof(change_meta_names); i++)
+			at[i] = column_at(c.desc, change_meta_names[i], &hint[i]);
+		c.node = at[0];
+		c.op_column = at[1];
+		c.v_ms = at[2];
+		c.v_counter = at[3];
+		c.prev_ms = at[4];
+		c.prev_counter = at[5];
+		c.prev_node = at[6];
+	}
 	if (c.node < 0 || c.op_column < 0 || c.v_ms < 0 || c.v_counter < 0 || c.prev_ms < 0 ||
 		c.prev_counter < 0 || c.prev_node < 0 || c.nulls[c.node] || c.nulls[c.op_column] ||
 		c.nulls[c.v_ms] || c.nulls[c.v_counter])
@@ -593,8 +657,8 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	if (!mmlite_swift_apply_considers(c.op) || !open_tables(target, &t))
 		return call_fallback(target, fcinfo);
 
-	user_key = key_slot(t.estate, t.user_rel, t.user_key, c.desc, c.values, c.nulls, &keys_ok);
-	versions_key = key_slot(t.estate, t.versions_rel, t.versions_key, c.desc, c.values, c.nulls, &keys_ok);
+	user_key = key_slot(t.estate, t.user_rel, t.user_key, c.desc, c.values, c.nulls, &target->user_from_change, &keys_ok);
+	versions_key = key_slot(t.estate, t.versions_rel, t.versions_key, c.desc, c.values, c.nulls, &target->versions_from_change, &keys_ok);
 	if (!keys_ok)
 		applied = false;
 	else if (c.op == MMLITE_OP_INSERT)
