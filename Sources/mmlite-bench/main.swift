@@ -135,13 +135,15 @@ func main() throws -> Int32 {
     let duration = options.duration ?? (quick ? 5 : 20)
     let joinRuns = options.joinRuns ?? (quick ? 1 : 3)
     let conflictTransactions = quick ? 5_000 : 20_000
+    // The noisiest scenario (a backlog applied in 1–3 s): 5 runs in the full benchmark.
+    let conflictRuns = quick ? 1 : 5
     var results = Results(mode: quick ? "quick" : "full")
     results.machine = machineFacts(installation)
     results.machine["load average at start"] = loadAverage()
     results.parameters = [
         "decode runs": String(decodeRuns), "mesh runs": String(meshRuns), "pgbench duration (s)": String(duration),
         "pgbench clients per node": String(options.clients), "join rows": String(options.joinRows), "join runs": String(joinRuns),
-        "conflict transactions": String(conflictTransactions),
+        "conflict transactions": String(conflictTransactions), "conflict runs": String(conflictRuns),
     ]
     say("mmlite-bench (\(results.mode)): PostgreSQL \(installation.version), \(results.machine["nproc"] ?? "?") CPUs, load \(results.machine["load average at start"] ?? "?")")
 
@@ -218,7 +220,7 @@ func main() throws -> Int32 {
         } else {
             let scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions)
             do {
-                for run in 0..<(quick ? 1 : 3) { results.conflicts.append(try scenario.run(number: run)) }
+                for run in 0..<conflictRuns { results.conflicts.append(try scenario.run(number: run)) }
             } catch {
                 say("conflicts: failed: \(error)")
                 results.skipped["conflicts"] = "failed: " + oneLine(String(describing: error))

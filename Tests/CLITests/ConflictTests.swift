@@ -342,41 +342,6 @@ struct ConflictTests {
     }
 }
 
-/// A rough overhead figure (not a timed test; run with MMLITE_CONFLICT_MEASURE=1):
-/// local writes and apply of a backlog, `accounts` (opted in) against `plain`.
-@Suite("conflict handling overhead", .enabled(if: installation != nil && ProcessInfo.processInfo.environment["MMLITE_CONFLICT_MEASURE"] != nil))
-struct ConflictOverhead {
-    @Test("local writes and apply backlog, opted in vs plain", arguments: conflictInstallations)
-    func measure(_ pg: PGInstallation) throws {
-        let mesh = try TestMesh.conflictMesh(installation: pg)
-        let rows = Int(ProcessInfo.processInfo.environment["MMLITE_CONFLICT_MEASURE"] ?? "") ?? 20000
-        func time(_ body: () throws -> Void) rethrows -> Double {
-            let start = Date(); try body(); return Date().timeIntervalSince(start)
-        }
-        var report: [String] = []
-        for table in ["plain", "accounts"] {
-            try mesh[2].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 DISABLE")
-            try mesh[3].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 DISABLE")
-            let insert = try time { try mesh[1].execute("INSERT INTO public.\(table) SELECT g, 'owner ' || g, g FROM generate_series(1, \(rows)) g") }
-            let update = try time { try mesh[1].execute("UPDATE public.\(table) SET balance = balance + 1") }
-            let single = try time {
-                let connection = try mesh[1].connect()
-                for id in 1...2000 { try connection.execute("UPDATE public.\(table) SET balance = balance + 1 WHERE id = \(id)") }
-                connection.close()
-            }
-            let apply = time {
-                _ = try? mesh[2].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 ENABLE")
-                _ = waitUntil(timeout: 300, interval: 0.02) { try mesh[2].scalar("SELECT count(*) FROM public.\(table) WHERE balance = id + 2 AND id <= 2000") == "2000" }
-            }
-            try mesh[3].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 ENABLE")
-            report.append(String(format: "%@: insert %d rows %.2fs, update all %.2fs, 2000 single-row updates %.2fs, n2 applies the backlog (%d inserts + %d updates + 2000) in %.2fs",
-                                 table, rows, insert, update, single, rows, rows, apply))
-        }
-        print("ConflictOverhead (\(pg)):\n  " + report.joined(separator: "\n  "))
-        #expect(mesh.quiesce())
-    }
-}
-
 /// Three writers at once (one per node, node 3 with its clock 3 s behind),
 /// each `operations` random upserts, updates and deletes over 20 keys from
 /// `base`. Returns how many statements changed a row.
