@@ -20,9 +20,9 @@
  * tombstone, a genuine conflict, a column whose type differs, a table with
  * BEFORE ROW triggers or stored generated columns) goes to the generated
  * plpgsql function, which decides and logs exactly as without the native
- * path. Before handing over it has written nothing and only locked rows that
- * the SQL path locks first too (user row, then version row), so the
- * hand-over is invisible.
+ * path. Before handing over it has written nothing (or taken back what it
+ * wrote, see apply_insert) and only locked rows that the SQL path locks
+ * first too (user row, then version row), so the hand-over is invisible.
  *
  * All of it is C on purpose: every step calls PostgreSQL functions that may
  * raise, and a raise must never cross a Swift frame. The one decision that is
