@@ -14,7 +14,7 @@ CREATE TABLE public.plain (id int PRIMARY KEY, owner text, balance int);
 
 extension TestMesh {
     /// A 3-node mesh built by `mmlite apply`, `accounts` opted in with `policy`.
-    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil, apply: String = "auto") throws -> TestMesh {
+    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil, apply: ConflictApply = .auto) throws -> TestMesh {
         let mesh = try TestMesh(3, schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema], installation: installation)
         try mesh.writeConflictConfig(policy: policy, apply: apply)
         let apply = mesh.mmlite(["apply"])
@@ -22,13 +22,13 @@ extension TestMesh {
         return mesh
     }
 
-    func writeConflictConfig(policy: String, apply: String = "auto") throws {
+    func writeConflictConfig(policy: String, apply: ConflictApply = .auto) throws {
         try writeConfig(tables: ["public.accounts", "public.plain"], extraNodes: """
 
             [tables."public.accounts"]
             conflicts = "\(policy)"
 
-            """, meshSettings: "conflict_apply = \"\(apply)\"")
+            """, meshSettings: "conflict_apply = \"\(apply.rawValue)\"")
     }
 
     /// The function behind node `index`'s apply trigger on the change table.
@@ -88,14 +88,14 @@ let conflictInstallations: [PGInstallation] = ((try? PGInstallation.fromEnvironm
 /// the SQL one (`"sql"`) on the first.
 struct ConflictCase: Sendable, CustomTestStringConvertible {
     var pg: PGInstallation
-    var apply: String
-    var testDescription: String { "PostgreSQL \(pg.major), \(apply == "sql" ? "SQL" : "native") apply" }
+    var apply: ConflictApply
+    var testDescription: String { "PostgreSQL \(pg.major), \(apply == .sql ? "SQL" : "native") apply" }
     /// What `applyTriggerFunction` must name.
-    var expectedTriggerFunction: String { apply == "sql" ? "mmlite.\"public.accounts$apply\"" : "mmlite.apply_change" }
+    var expectedTriggerFunction: String { apply == .sql ? "mmlite.\"public.accounts$apply\"" : "mmlite.apply_change" }
 }
 
-let conflictCases: [ConflictCase] = conflictInstallations.map { ConflictCase(pg: $0, apply: "auto") }
-    + conflictInstallations.prefix(1).map { ConflictCase(pg: $0, apply: "sql") }
+let conflictCases: [ConflictCase] = conflictInstallations.map { ConflictCase(pg: $0, apply: .auto) }
+    + conflictInstallations.prefix(1).map { ConflictCase(pg: $0, apply: .sql) }
 
 @Suite("conflict handling on a 3-node mesh", .enabled(if: installation != nil), .serialized)
 struct ConflictTests {

@@ -50,11 +50,9 @@
 #include "utils/timestamp.h"
 
 /* Implemented in Swift (Sources/MMLitePlugin/ApplyPlan.swift). */
-extern bool mmlite_swift_apply_considers(int32 op);
 extern int32 mmlite_swift_apply_plan(int32 op, bool user_row_found, bool version_found,
 									 bool version_is_tombstone, bool built_on_local_version);
 
-#define MMLITE_PLAN_FALLBACK 0
 #define MMLITE_PLAN_APPLY 1
 
 PG_FUNCTION_INFO_V1(mmlite_apply_change);
@@ -654,7 +652,8 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	if (text_equals(c.values[c.node], target->me))
 		PG_RETURN_POINTER(NULL);
 	c.op = op_code(c.values[c.op_column]);
-	if (!mmlite_swift_apply_considers(c.op) || !open_tables(target, &t))
+	/* An op this build does not know (a newer change table): SQL decides. */
+	if (c.op == 0 || !open_tables(target, &t))
 		return call_fallback(target, fcinfo);
 
 	user_key = key_slot(t.estate, t.user_rel, t.user_key, c.desc, c.values, c.nulls, &target->user_from_change, &keys_ok);

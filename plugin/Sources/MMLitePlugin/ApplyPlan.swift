@@ -40,17 +40,6 @@ func applyPlan(op: ChangeOp?, userRowFound: Bool, versionFound: Bool, versionIsT
     }
 }
 
-/// Whether the direct path can take a change of this kind at all, asked
-/// before any lookup.
-func directPathConsiders(op: ChangeOp?) -> Bool {
-    op != nil
-}
-
-@_cdecl("mmlite_swift_apply_considers")
-func mmliteSwiftApplyConsiders(_ op: Int32) -> Bool {
-    directPathConsiders(op: ChangeOp(rawValue: op))
-}
-
 @_cdecl("mmlite_swift_apply_plan")
 func mmliteSwiftApplyPlan(_ op: Int32, _ userRowFound: Bool, _ versionFound: Bool,
                           _ versionIsTombstone: Bool, _ builtOnLocalVersion: Bool) -> Int32 {
