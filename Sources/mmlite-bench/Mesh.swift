@@ -145,7 +145,10 @@ struct MeshScenario {
         while index < phases.count {
             let (phase, phaseRate) = phases[index]
             index += 1
-            if phase == .backlog { try setSubscriptions(nodes, topology: topology, enabled: false) }
+            if phase == .backlog {
+                settleSlots(nodes)
+                try setSubscriptions(nodes, topology: topology, enabled: false)
+            }
             var phaseResult = try load(nodes, topology: topology, rate: phaseRate)
             phaseResult.transactionsToApply = topology == .native
                 ? phaseResult.transactions
@@ -273,6 +276,29 @@ struct MeshScenario {
                     try subscriber.scalar("SELECT count(*) FROM pglogical.show_subscription_status() WHERE status <> 'replicating'") == "0"
                 }
                 if !ready { throw BenchError("pglogical subscriptions on \(subscriber.name) did not start replicating:\n\(subscriber.serverLog().suffix(2000))") }
+            }
+        }
+    }
+
+    /// Brings every logical slot's `restart_lsn` up to the present (a
+    /// CHECKPOINT logs the running transactions, the subscriber confirms past
+    /// them). A walsender decodes from `restart_lsn`, which otherwise trails by
+    /// whatever WAL was written since PostgreSQL last logged running
+    /// transactions (every 15 s): a backlog's catch-up would include decoding
+    /// a random share of the earlier phase again, which is not applying the
+    /// backlog. Waits up to 30 s; a slot that does not settle is only noted.
+    func settleSlots(_ nodes: [Cluster]) {
+        for node in nodes {
+            do {
+                guard try node.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'") != "0",
+                      let now = try node.scalar("SELECT pg_current_wal_lsn()") else { continue }
+                try node.execute("CHECKPOINT")
+                let settled = waitUntil(timeout: 30, interval: 0.05) {
+                    try node.scalar("SELECT bool_and(restart_lsn >= '\(now)' AND confirmed_flush_lsn >= '\(now)') FROM pg_replication_slots WHERE slot_type = 'logical'") == "t"
+                }
+                if !settled { say("note: logical slots on \(node.name) did not reach \(now) within 30 s; the next backlog includes decoding older WAL again") }
+            } catch {
+                say("note: could not settle the slots on \(node.name): \(error)")
             }
         }
     }

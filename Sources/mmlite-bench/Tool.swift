@@ -155,7 +155,8 @@ struct ConflictScenario {
             let localResult = try mesh.load(nodes, topology: .native, rate: nil)
             local[mode] = localResult.meanTPSPerNode
             _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: 2, timeout: 900)
-            // Apply throughput of a backlog.
+            // Apply throughput of a backlog (of it alone: see settleSlots).
+            mesh.settleSlots([nodes[0]])
             try nodes[1].execute("ALTER SUBSCRIPTION mmlite_bench_from_n1 DISABLE")
             let script = try mesh.scriptPath()
             let perClient = max(1, transactions / mesh.clients)

@@ -13,16 +13,21 @@
  *   - an update or delete of an existing row that was written on top of this
  *     node's version of the row (or of a row this node never versioned);
  *   - an insert of a key this node has neither a row nor a version of
- *     (inserted speculatively, the mechanism of INSERT ... ON CONFLICT: a
- *     key that exists or that a local transaction is inserting goes to SQL,
- *     which waits for it, never a duplicate-key error).
+ *     (row and version inserted speculatively, the mechanism of INSERT ...
+ *     ON CONFLICT: a key that exists or that another transaction is
+ *     inserting goes to SQL, which waits for it, never a duplicate-key error).
  * Under every policy these apply and log nothing. Everything else (a
  * tombstone, a genuine conflict, a column whose type differs, a table with
  * BEFORE ROW triggers or stored generated columns) goes to the generated
  * plpgsql function, which decides and logs exactly as without the native
- * path. Before handing over it has written nothing (or taken back what it
- * wrote, see apply_insert) and only locked rows that the SQL path locks
- * first too (user row, then version row), so the hand-over is invisible.
+ * path. Before handing over it has written nothing (a speculative insertion
+ * is taken back unseen) and locked at most the user row, which the SQL path
+ * locks first too, so the hand-over is invisible.
+ *
+ * Invariant relied on throughout: whoever writes a key's version row holds
+ * the key's user row first (locked, or inserted and not yet committed), in
+ * the capture triggers, in SQL apply and here. Version rows are therefore
+ * read without a row lock when the user row is held.
  *
  * All of it is C on purpose: every step calls PostgreSQL functions that may
  * raise, and a raise must never cross a Swift frame. The one decision that is
@@ -32,7 +37,10 @@
 #include "mmlite_pg.h"
 #include "mmlite_compat.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -44,9 +52,11 @@
 #include "nodes/execnodes.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 /* Implemented in Swift (Sources/MMLitePlugin/ApplyPlan.swift). */
@@ -84,6 +94,8 @@ typedef struct ApplyTarget
 	ColumnHints versions_meta;		/* versions_meta_names in the version table */
 	ColumnHints user_from_change;	/* per user table attribute: its change table column */
 	ColumnHints versions_from_change;	/* per version table attribute: its change table column */
+	Oid			equality_index; /* the version key index `equality` was looked up for */
+	FmgrInfo	equality[INDEX_MAX_KEYS];	/* its key columns' equality functions */
 	struct ApplyTarget *next;
 } ApplyTarget;
 
@@ -453,48 +465,38 @@ row_slot(ApplyTables *t, const Change *c, TupleTableSlot *base, TupleTableSlot *
 }
 
 /*
- * Inserts slot into rri's table unless a row with its primary key exists or
- * is being inserted by another transaction (false then, nothing written): a
- * speculative insertion, the mechanism of INSERT ... ON CONFLICT, so that a
- * duplicate key never raises an error. Unlike ON CONFLICT it does not wait
- * for an insert in flight: the SQL function the caller hands over to does.
- * Constraints and AFTER ROW triggers as in ExecSimpleRelationInsert.
+ * Inserts slot into rri's table as a speculative insertion under `token`
+ * (the mechanism of INSERT ... ON CONFLICT): the tuple and its index entries,
+ * not yet confirmed. Returns false when the primary key exists or another
+ * transaction is inserting it. Either way the caller ends the insertion with
+ * table_tuple_complete_speculative: confirmed, or taken back ("super-deleted",
+ * never seen by anyone). Unlike ON CONFLICT nothing here waits for an insert
+ * in flight: the SQL function the caller hands a conflict to does. *recheck:
+ * the indexes whose AFTER ROW triggers need it (ExecARInsertTriggers).
  */
 static bool
-insert_unless_exists(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, Oid pk)
+insert_speculative(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, Oid pk, uint32 token,
+				   List **recheck)
 {
 	Relation	rel = rri->ri_RelationDesc;
-	List	   *arbiters = list_make1_oid(pk);
-	List	   *recheck;
-	TransactionId xid;
-	uint32		token;
 	bool		conflict = false;
 
 	if (rel->rd_att->constr)
 		ExecConstraints(rri, slot, estate);
 	if (rel->rd_rel->relispartition)
 		ExecPartitionCheck(rri, slot, estate, true);
-	xid = GetCurrentTransactionId();
-	token = SpeculativeInsertionLockAcquire(xid);
 	table_tuple_insert_speculative(rel, slot, estate->es_output_cid, 0, NULL, token);
-	recheck = mmlite_insert_index_tuples_speculative(estate, rri, slot, &conflict, arbiters);
-	/* On a conflict the tuple is taken back ("super-deleted"): nobody ever saw it. */
-	table_tuple_complete_speculative(rel, slot, token, !conflict);
-	SpeculativeInsertionLockRelease(xid);
-	if (conflict)
-	{
-		list_free(recheck);
-		return false;
-	}
-	ExecARInsertTriggers(estate, rri, slot, recheck, NULL);
-	list_free(recheck);
-	return true;
+	*recheck = mmlite_insert_index_tuples_speculative(estate, rri, slot, &conflict, list_make1_oid(pk));
+	return !conflict;
 }
 
 /*
- * An insert of a key with no version here: the row, then its version.
- * Returns true when applied; false when the SQL function must decide (the
- * key has a version or a row), with nothing written.
+ * An insert: the row and its version, as two speculative insertions under
+ * one token, confirmed together when neither key existed. A key with a row
+ * (insert/insert) or with a version (a tombstone, or a version another apply
+ * worker is writing) takes both back and leaves the change to SQL, having
+ * written nothing: no separate look-up first, the insertions are the check.
+ * The row goes first, as everywhere: who writes a version holds its row.
  */
 static bool
 apply_insert(ApplyTables *t, const Change *c, TupleTableSlot *versions_key)
@@ -502,9 +504,13 @@ apply_insert(ApplyTables *t, const Change *c, TupleTableSlot *versions_key)
 	TriggerDesc *triggers = t->rris[0].ri_TrigDesc;
 	TupleTableSlot *row;
 	TupleTableSlot *version;
-	EPQState	epq;
-	bool		version_exists;
-	bool		applied = false;
+	List	   *row_recheck = NIL;
+	List	   *version_recheck = NIL;
+	TransactionId xid;
+	uint32		token;
+	bool		row_free;
+	bool		version_free = false;
+	bool		applied;
 
 	/* BEFORE ROW triggers may change or skip the row, and stored generated columns need computing: SQL does both. */
 	if ((triggers != NULL && triggers->trig_insert_before_row) ||
@@ -512,41 +518,111 @@ apply_insert(ApplyTables *t, const Change *c, TupleTableSlot *versions_key)
 		return false;
 	if (!row_slot(t, c, NULL, &row))
 		return false;
-	open_indexes(t, true);
-	/* A version (a tombstone, or a concurrent version still being written) makes it SQL's to decide. */
-	version_exists = !mmlite_key_is_free(t->estate, &t->rris[1], versions_key, list_make1_oid(t->versions_pk));
-	if (mmlite_swift_apply_plan(c->op, false, version_exists, false, false) != MMLITE_PLAN_APPLY)
-		return false;
-
 	version = version_slot(t, c, NULL, versions_key);
-	mmlite_epq_init(&epq, t->estate);
-	AfterTriggerBeginQuery();
-	if (insert_unless_exists(t->estate, &t->rris[0], row, t->user_pk))
+	open_indexes(t, true);
+
+	xid = GetCurrentTransactionId();
+	token = SpeculativeInsertionLockAcquire(xid);
+	row_free = insert_speculative(t->estate, &t->rris[0], row, t->user_pk, token, &row_recheck);
+	if (row_free)
+		version_free = insert_speculative(t->estate, &t->rris[1], version, t->versions_pk, token, &version_recheck);
+	applied = mmlite_swift_apply_plan(c->op, !row_free, row_free && !version_free, false, false) == MMLITE_PLAN_APPLY;
+	table_tuple_complete_speculative(t->user_rel, row, token, applied);
+	if (row_free)
+		table_tuple_complete_speculative(t->versions_rel, version, token, applied);
+	SpeculativeInsertionLockRelease(xid);
+	if (applied)
 	{
-		if (insert_unless_exists(t->estate, &t->rris[1], version, t->versions_pk))
-			applied = true;
+		AfterTriggerBeginQuery();
+		ExecARInsertTriggers(t->estate, &t->rris[0], row, row_recheck, NULL);
+		ExecARInsertTriggers(t->estate, &t->rris[1], version, version_recheck, NULL);
+		AfterTriggerEndQuery(t->estate);
+	}
+	list_free(row_recheck);
+	list_free(version_recheck);
+	return applied;
+}
+
+/* The equality functions of the version key index's columns, looked up once per index. */
+static FmgrInfo *
+versions_equality(ApplyTarget *target, Relation index)
+{
+	if (target->equality_index != RelationGetRelid(index))
+	{
+		for (int i = 0; i < IndexRelationGetNumberOfKeyAttributes(index); i++)
+		{
+			Oid			type = index->rd_opcintype[i];
+			Oid			op = get_opfamily_member(index->rd_opfamily[i], type, type, BTEqualStrategyNumber);
+
+			if (!OidIsValid(op))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_FUNCTION),
+						 errmsg("mmlite: no equality operator for column %d of index \"%s\"",
+								i + 1, RelationGetRelationName(index))));
+			fmgr_info_cxt(get_opcode(op), &target->equality[i], TopMemoryContext);
+		}
+		target->equality_index = RelationGetRelid(index);
+	}
+	return target->equality;
+}
+
+typedef enum VersionLookup
+{
+	VERSION_NONE,
+	VERSION_FOUND,
+	VERSION_BUSY				/* inserted, updated or deleted by a transaction in progress */
+} VersionLookup;
+
+/*
+ * The version row of `key` into `out`, read without locking it: whoever
+ * writes a version row holds the key's user row first (locked, or inserted
+ * by it and not yet committed), and the caller holds that row locked, so
+ * the version cannot change under it. A version row some other transaction
+ * is writing anyway (BUSY) goes to SQL, which waits for it. This saves the
+ * row lock (a WAL record and a dirtied page) that RelationFindReplTupleByIndex
+ * takes, and its per-call operator look-ups (versions_equality caches them).
+ */
+static VersionLookup
+find_version(ApplyTables *t, TupleTableSlot *key, TupleTableSlot *out)
+{
+	Relation	index = index_open(t->versions_pk, RowExclusiveLock);
+	int			nkeys = IndexRelationGetNumberOfKeyAttributes(index);
+	FmgrInfo   *equality = versions_equality(t->target, index);
+	ScanKeyData scankeys[INDEX_MAX_KEYS];
+	SnapshotData dirty;
+	IndexScanDesc scan;
+	VersionLookup result = VERSION_NONE;
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		AttrNumber	attnum = index->rd_index->indkey.values[i];
+
+		ScanKeyEntryInitializeWithInfo(&scankeys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid,
+									   index->rd_indcollation[i], &equality[i], key->tts_values[attnum - 1]);
+	}
+	InitDirtySnapshot(dirty);
+	scan = mmlite_index_beginscan(t->versions_rel, index, &dirty, nkeys);
+	index_rescan(scan, scankeys, nkeys, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, out))
+	{
+		if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+			result = VERSION_BUSY;
 		else
 		{
-			/*
-			 * A version of the key arrived meanwhile (another apply worker
-			 * wrote a tombstone; a local writer would have waited for our
-			 * row): take the row out again and let SQL decide.
-			 */
-			CommandCounterIncrement();
-			t->estate->es_output_cid = GetCurrentCommandId(true);
-			mmlite_simple_delete(t->estate, &t->rris[0], &epq, row);
+			ExecMaterializeSlot(out);
+			result = VERSION_FOUND;
 		}
 	}
-	AfterTriggerEndQuery(t->estate);
-	EvalPlanQualEnd(&epq);
-	return applied;
+	index_endscan(scan);
+	index_close(index, NoLock);
+	return result;
 }
 
 /*
  * An update or delete: direct when the row exists and the change was
  * written on top of the local version (or the key has none). Returns true
  * when applied; false when the SQL function must decide, with nothing
- * written (the rows it locked, user row then version row, SQL locks too).
+ * written (the user row it locked, SQL locks first too).
  */
 static bool
 apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key, TupleTableSlot *versions_key)
@@ -565,8 +641,12 @@ apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key
 	user_row_found = RelationFindReplTupleByIndex(t->user_rel, t->user_pk, LockTupleExclusive, user_key, user_found);
 	if (user_row_found)
 	{
-		version_found = RelationFindReplTupleByIndex(t->versions_rel, t->versions_pk, LockTupleExclusive,
-													 versions_key, versions_found);
+		VersionLookup lookup = find_version(t, versions_key, versions_found);
+
+		/* Someone else writing this version (it holds no lock on our row): SQL waits for it. */
+		if (lookup == VERSION_BUSY)
+			return false;
+		version_found = lookup == VERSION_FOUND;
 		if (version_found)
 		{
 			slot_getallattrs(versions_found);

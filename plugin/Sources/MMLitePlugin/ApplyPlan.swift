@@ -21,9 +21,9 @@ enum ApplyPlan: Int32 {
 ///   on top of this node's version of it (its `prev` is the local version),
 ///   or this node holds no version for the key at all (a row that predates
 ///   opting in);
-/// - an insert of a key this node holds no version of (`userRowFound` is not
-///   known yet: the C side inserts speculatively and hands a key whose row
-///   exists to SQL, having written nothing).
+/// - an insert of a key this node holds neither a row nor a version of (the
+///   C side learns both from speculative insertions of the row, then of the
+///   version, and takes them back unseen when the plan says SQL).
 /// Such a change applies and logs nothing in the SQL function too. Anything
 /// else (no user row to update, a tombstone, a concurrent version) may be a
 /// conflict: SQL decides.
@@ -32,7 +32,7 @@ func applyPlan(op: ChangeOp?, userRowFound: Bool, versionFound: Bool, versionIsT
     case nil:
         return .sql
     case .insert:
-        return versionFound ? .sql : .direct
+        return userRowFound || versionFound ? .sql : .direct
     case .update, .delete:
         guard userRowFound else { return .sql }
         if !versionFound { return .direct }

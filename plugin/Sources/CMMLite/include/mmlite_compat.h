@@ -9,6 +9,7 @@
 #define MMLITE_COMPAT_H
 
 #include "postgres.h"
+#include "access/genam.h"
 #include "executor/executor.h"
 #include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
@@ -127,25 +128,7 @@ mmlite_simple_delete(EState *estate, ResultRelInfo *rri, EPQState *epq,
 /*
  * Speculative insertion (what INSERT ... ON CONFLICT DO NOTHING does), for
  * the native insert path: rri's indexes must be open with speculative = true.
- *
- * mmlite_key_is_free: false when a row holding slot's key in one of
- * `arbiters` exists; an insert of that key still in progress is waited for.
  */
-static inline bool
-mmlite_key_is_free(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot, List *arbiters)
-{
-	ItemPointerData conflict_tid;
-
-	mmlite_select(estate, rri);
-#if PG_VERSION_NUM >= 180000
-	return ExecCheckIndexConstraints(rri, slot, estate, &conflict_tid, NULL, arbiters);
-#elif PG_VERSION_NUM >= 140000
-	return ExecCheckIndexConstraints(rri, slot, estate, &conflict_tid, arbiters);
-#else
-	return ExecCheckIndexConstraints(slot, estate, &conflict_tid, arbiters);
-#endif
-}
-
 /* Index entries for a speculatively inserted tuple; *conflict when an arbiter already had the key. */
 static inline List *
 mmlite_insert_index_tuples_speculative(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot,
@@ -158,6 +141,17 @@ mmlite_insert_index_tuples_speculative(EState *estate, ResultRelInfo *rri, Tuple
 	return ExecInsertIndexTuples(rri, slot, estate, false, true, conflict, arbiters);
 #else
 	return ExecInsertIndexTuples(slot, estate, true, conflict, arbiters);
+#endif
+}
+
+/* An index scan without instrumentation (18 added the parameter). */
+static inline IndexScanDesc
+mmlite_index_beginscan(Relation heap, Relation index, Snapshot snapshot, int nkeys)
+{
+#if PG_VERSION_NUM >= 180000
+	return index_beginscan(heap, index, snapshot, NULL, nkeys, 0);
+#else
+	return index_beginscan(heap, index, snapshot, nkeys, 0);
 #endif
 }
 
