@@ -134,7 +134,7 @@ func main() throws -> Int32 {
     let meshRuns = options.meshRuns ?? 3  // a median of 3 even in --quick: TPS ratios of 2 runs swing ±10 %
     let duration = options.duration ?? (quick ? 5 : 20)
     let joinRuns = options.joinRuns ?? (quick ? 1 : 3)
-    let conflictTransactions = quick ? 5_000 : 20_000
+    let conflictTransactions = quick ? 5_000 : 50_000
     // The noisiest scenario (a backlog applied in 1–3 s): 5 runs in the full benchmark.
     let conflictRuns = quick ? 1 : 5
     var results = Results(mode: quick ? "quick" : "full")
