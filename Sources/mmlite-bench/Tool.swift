@@ -100,7 +100,9 @@ struct JoinScenario {
 /// The three meshes each conflicts run builds: plain replication, and
 /// `public.bench_t` opted in to last-update-wins applied by the native
 /// trigger (`conflict_apply = "auto"`, the default) or by the SQL one.
-enum ConflictMode: String, CaseIterable, Codable {
+/// (`CodingKeyRepresentable`: results.json keeps per-mode figures as JSON
+/// objects keyed by the mode's name.)
+enum ConflictMode: String, CaseIterable, Codable, CodingKeyRepresentable {
     case plain, native, sql
 
     var description: String {
