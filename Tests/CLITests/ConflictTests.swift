@@ -258,7 +258,8 @@ struct ConflictTests {
             try mesh[2].scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'") == "1"
         }
         #expect(held, "the local insert holds its row, without a version yet")
-        // n1's insert of the same key arrives meanwhile: the apply worker finds no version and waits for the row.
+        // n1's insert of the same key arrives meanwhile and meets the row in flight: the native trigger's
+        // speculative insertion conflicts and hands over to SQL, whose INSERT ... ON CONFLICT waits for it.
         try mesh.setLink(from: 1, to: 2, true)
         let waiting = waitUntil(timeout: 30) {
             try mesh[2].scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'logical replication%' AND wait_event = 'transactionid'") == "1"

@@ -637,7 +637,7 @@ apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key
 	bool		tombstone = false;
 	bool		built_on_local = false;
 
-	/* Lock order as everywhere: the user row first, then the version row. */
+	/* The user row first, locked: whoever writes this key's version holds it too (see find_version). */
 	user_row_found = RelationFindReplTupleByIndex(t->user_rel, t->user_pk, LockTupleExclusive, user_key, user_found);
 	if (user_row_found)
 	{

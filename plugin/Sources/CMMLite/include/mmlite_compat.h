@@ -2,8 +2,8 @@
  * Every PostgreSQL-major difference the native apply path (mmlite_apply.c)
  * meets, in one place: executor set-up for direct table access changed in
  * 14 (ResultRelInfo arguments), 16 (permission infos, EPQ result relations,
- * summarizing indexes) and 18 (unpruned relids, the tuple an index check
- * skips). The rest of mmlite_apply.c is version-free.
+ * summarizing indexes) and 18 (unpruned relids, index_beginscan's
+ * instrumentation). The rest of mmlite_apply.c is version-free.
  */
 #ifndef MMLITE_COMPAT_H
 #define MMLITE_COMPAT_H
@@ -126,10 +126,10 @@ mmlite_simple_delete(EState *estate, ResultRelInfo *rri, EPQState *epq,
 }
 
 /*
- * Speculative insertion (what INSERT ... ON CONFLICT DO NOTHING does), for
- * the native insert path: rri's indexes must be open with speculative = true.
+ * Index entries for a speculatively inserted tuple (what INSERT ... ON
+ * CONFLICT does); *conflict when an arbiter already had the key. rri's
+ * indexes must be open with speculative = true.
  */
-/* Index entries for a speculatively inserted tuple; *conflict when an arbiter already had the key. */
 static inline List *
 mmlite_insert_index_tuples_speculative(EState *estate, ResultRelInfo *rri, TupleTableSlot *slot,
 									   bool *conflict, List *arbiters)
