@@ -28,7 +28,8 @@ public struct NodeFacts: Sendable, Equatable {
     public init(name: String) { self.name = name }
 
     public var reachable: Bool { connectionError == nil }
-    public var major: Int { versionNumber / 10000 }
+    public var capabilities: ServerCapabilities { ServerCapabilities(versionNumber: versionNumber) }
+    public var major: Int { capabilities.major }
 }
 
 public struct Privileges: Sendable, Equatable {

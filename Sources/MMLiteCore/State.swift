@@ -20,7 +20,8 @@ public struct NodeState: Sendable, Equatable {
         self.subscriptions = subscriptions
     }
 
-    public var major: Int { versionNumber / 10000 }
+    public var capabilities: ServerCapabilities { ServerCapabilities(versionNumber: versionNumber) }
+    public var major: Int { capabilities.major }
 }
 
 public struct PublicationState: Sendable, Equatable {
@@ -75,18 +76,22 @@ public enum LinkFilter: String, Sendable, Equatable, Codable {
     public var slotPlugin: String { self == .mmlite ? "mmlite" : "pgoutput" }
 
     /// The filter for publisher → subscriber under `mode`.
-    public static func choose(_ mode: FilterMode, publisherMajor: Int, subscriberMajor: Int) throws -> LinkFilter {
+    public static func choose(_ mode: FilterMode, publisher: ServerCapabilities, subscriber: ServerCapabilities) throws -> LinkFilter {
         switch mode {
         case .mmlite:
             return .mmlite
         case .auto:
-            return publisherMajor >= 16 && subscriberMajor >= 16 ? .originNone : .mmlite
+            return publisher.originNone && subscriber.originNone ? .originNone : .mmlite
         case .originNone:
-            guard publisherMajor >= 16, subscriberMajor >= 16 else {
-                throw PlanError(message: "filter = \"origin-none\" needs PostgreSQL 16 or later on both ends of every link (a PostgreSQL \(min(publisherMajor, subscriberMajor)) node ignores or cannot request it); use filter = \"auto\" or \"mmlite\"")
+            guard publisher.originNone, subscriber.originNone else {
+                throw PlanError(message: "filter = \"origin-none\" needs PostgreSQL 16 or later on both ends of every link (a PostgreSQL \(min(publisher.major, subscriber.major)) node ignores or cannot request it); use filter = \"auto\" or \"mmlite\"")
             }
             return .originNone
         }
+    }
+
+    public static func choose(_ mode: FilterMode, publisherMajor: Int, subscriberMajor: Int) throws -> LinkFilter {
+        try choose(mode, publisher: ServerCapabilities(major: publisherMajor), subscriber: ServerCapabilities(major: subscriberMajor))
     }
 }
 
