@@ -48,11 +48,8 @@ struct Apply {
         // Probe only what this plan will rely on.
         var request = ProbeRequest()
         for step in plan.steps {
-            if step.kind == .createSlot && step.sql.hasSuffix("'mmlite')") { request.plugin.insert(step.node) }
-            if step.kind == .createSubscription || step.kind == .setSubscriptionConnection,
-               let publisher = config.names.publisher(ofSubscription: step.sql.split(separator: " ")[2].description) {
-                request.peers.insert(Link(publisher: publisher, subscriber: step.node))
-            }
+            if step.loadsPlugin { request.plugin.insert(step.node) }
+            if let link = step.usesPeerLink { request.peers.insert(link) }
         }
         preflight.probe(request)
         let results = preflight.evaluate()

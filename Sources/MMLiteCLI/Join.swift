@@ -198,7 +198,7 @@ struct Join {
             let seconds = Date().timeIntervalSince(started)
             timings.append((title, seconds))
             console.print(String(format: "    done in %.2f s", seconds))
-            context.hooks.afterStep?(phase, Step(node: node, kind: .createSlot, sql: "", summary: title))
+            context.hooks.afterStep?(phase, Step(node: node, action: .installConflicts(sql: "", summary: title)))
             return result
         }
 

@@ -576,8 +576,8 @@ public struct ConflictPlanner: Sendable {
                 changed.append("stop conflict handling on \(QualifiedName(schema: parts[0], name: parts[1]).sql)")
             }
             guard !changed.isEmpty else { continue }
-            steps.append(Step(node: node, kind: .installConflicts, sql: sql.joined(separator: "\n"),
-                              summary: "install conflict handling: \(changed.joined(separator: ", "))"))
+            steps.append(Step(node: node, action: .installConflicts(
+                sql: sql.joined(separator: "\n"), summary: "install conflict handling: \(changed.joined(separator: ", "))")))
         }
         return steps
     }

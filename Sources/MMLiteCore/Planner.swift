@@ -1,55 +1,3 @@
-/// One statement mmlite runs on one node.
-public struct Step: Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: String, Sendable, Equatable {
-        case createPublication, addTables, dropTables, createSlot, createSubscription
-        case refreshSubscription, setSubscriptionConnection, setSubscriptionOrigin
-        /// Conflict-handling objects for opted-in tables (issue 6, Conflict.swift).
-        case installConflicts
-    }
-
-    public var node: String
-    public var kind: Kind
-    /// The exact statement (may carry a password from a peer_dsn).
-    public var sql: String
-    /// The statement with passwords masked: what is printed.
-    public var displaySQL: String
-    public var summary: String
-
-    public init(node: String, kind: Kind, sql: String, displaySQL: String? = nil, summary: String) {
-        self.node = node
-        self.kind = kind
-        self.sql = sql
-        self.displaySQL = displaySQL ?? sql
-        self.summary = summary
-    }
-
-    public var description: String { "[\(node)] \(displaySQL)" }
-}
-
-public struct Plan: Sendable, Equatable {
-    /// In execution order: publications, then slots, then subscriptions.
-    public var steps: [Step]
-    /// Things worth telling that apply does not change.
-    public var notes: [String]
-
-    public var isEmpty: Bool { steps.isEmpty }
-
-    public init(steps: [Step], notes: [String] = []) {
-        self.steps = steps
-        self.notes = notes
-    }
-}
-
-/// The directed links of a mesh and their filter.
-public struct Link: Sendable, Equatable, Hashable {
-    public var publisher: String
-    public var subscriber: String
-    public init(publisher: String, subscriber: String) {
-        self.publisher = publisher
-        self.subscriber = subscriber
-    }
-}
-
 /// Computes what to run so the observed nodes form the full mesh the config
 /// describes. Pure: the same input gives the same plan, and the plan for a
 /// state that already matches is empty.
@@ -66,16 +14,14 @@ public struct Planner: Sendable {
     public var names: ObjectNames { config.names }
 
     /// Every ordered pair of distinct nodes, in config order.
-    public static func links(of nodes: [String]) -> [Link] {
-        nodes.flatMap { publisher in
-            nodes.filter { $0 != publisher }.map { Link(publisher: publisher, subscriber: $0) }
-        }
-    }
+    public static func links(of nodes: [String]) -> [Link] { MeshView.links(of: nodes) }
 
+    /// The filter of a link between two observed nodes (see `MeshView.filter`).
     public func filter(for link: Link, states: [String: NodeState]) throws -> LinkFilter {
-        try LinkFilter.choose(config.mesh.filter,
-                              publisherMajor: states[link.publisher]?.major ?? 0,
-                              subscriberMajor: states[link.subscriber]?.major ?? 0)
+        guard let filter = try MeshView(config: config, states: states).filter(for: link) else {
+            throw PlanError(message: "no observed state for \(states[link.publisher] == nil ? link.publisher : link.subscriber)")
+        }
+        return filter
     }
 
     /// The plan. `states` must hold every configured node. The mesh is built
@@ -109,24 +55,13 @@ public struct Planner: Sendable {
                 let missing = desired.subtracting(existing.tables).sorted()
                 let extra = existing.tables.subtracting(desired).sorted()
                 if !missing.isEmpty {
-                    publicationSteps.append(Step(
-                        node: name, kind: .addTables,
-                        sql: "ALTER PUBLICATION \(SQL.identifier(publication)) ADD TABLE \(missing.map(\.sql).joined(separator: ", "))",
-                        summary: "add \(missing.map(\.sql).joined(separator: ", ")) to publication \(publication)"))
+                    publicationSteps.append(Step(node: name, action: .addTables(publication: publication, tables: missing)))
                 }
                 if !extra.isEmpty {
-                    publicationSteps.append(Step(
-                        node: name, kind: .dropTables,
-                        sql: "ALTER PUBLICATION \(SQL.identifier(publication)) DROP TABLE \(extra.map(\.sql).joined(separator: ", "))",
-                        summary: "remove \(extra.map(\.sql).joined(separator: ", ")) (no longer in the config) from publication \(publication)"))
+                    publicationSteps.append(Step(node: name, action: .dropTables(publication: publication, tables: extra)))
                 }
             } else {
-                let list = tables.map(\.sql).joined(separator: ", ")
-                publicationSteps.append(Step(
-                    node: name, kind: .createPublication,
-                    sql: tables.isEmpty ? "CREATE PUBLICATION \(SQL.identifier(publication))"
-                        : "CREATE PUBLICATION \(SQL.identifier(publication)) FOR TABLE \(list)",
-                    summary: "create publication \(publication) for \(tables.count) table\(tables.count == 1 ? "" : "s")"))
+                publicationSteps.append(Step(node: name, action: .createPublication(publication: publication, tables: tables)))
             }
         }
 
@@ -149,10 +84,7 @@ public struct Planner: Sendable {
                     }
                 }
             } else {
-                slotSteps.append(Step(
-                    node: link.publisher, kind: .createSlot,
-                    sql: "SELECT pg_create_logical_replication_slot(\(SQL.literal(slotName)), \(SQL.literal(filter.slotPlugin)))",
-                    summary: "create slot \(slotName) (plugin \(filter.slotPlugin)) for \(link.subscriber)"))
+                slotSteps.append(Step(node: link.publisher, action: .createSlot(slot: slotName, filter: filter, subscriber: link.subscriber)))
                 if existingSubscription != nil {
                     notes.append("\(link.publisher): slot \(slotName) was missing while \(link.subscriber) already subscribes; changes made on \(link.publisher) before it is re-created do not reach \(link.subscriber)")
                 }
@@ -164,35 +96,21 @@ public struct Planner: Sendable {
                     notes.append("\(link.subscriber): subscription \(subscriptionName) is disabled; apply leaves it so (ALTER SUBSCRIPTION \(subscriptionName) ENABLE to resume)")
                 }
                 if let conninfo = subscription.conninfo, conninfo != peerDSN {
-                    subscriptionSteps.append(Step(
-                        node: link.subscriber, kind: .setSubscriptionConnection,
-                        sql: "ALTER SUBSCRIPTION \(SQL.identifier(subscriptionName)) CONNECTION \(SQL.literal(peerDSN))",
-                        displaySQL: "ALTER SUBSCRIPTION \(SQL.identifier(subscriptionName)) CONNECTION \(SQL.literal(DSN.masked(peerDSN)))",
-                        summary: "point subscription \(subscriptionName) at \(link.publisher)'s peer_dsn"))
+                    subscriptionSteps.append(Step(node: link.subscriber, action: .setSubscriptionConnection(
+                        subscription: subscriptionName, publisher: link.publisher, peerDSN: peerDSN)))
                 }
                 if filter == .originNone, subscription.origin != "none",
                    existingSlot.map({ $0.plugin != "mmlite" }) ?? true {
-                    subscriptionSteps.append(Step(
-                        node: link.subscriber, kind: .setSubscriptionOrigin,
-                        sql: "ALTER SUBSCRIPTION \(SQL.identifier(subscriptionName)) SET (origin = none)",
-                        summary: "make subscription \(subscriptionName) receive only \(link.publisher)'s own changes"))
+                    subscriptionSteps.append(Step(node: link.subscriber, action: .setSubscriptionOrigin(
+                        subscription: subscriptionName, publisher: link.publisher)))
                 }
                 if subscription.tables != desired && publisher.publication?.allTables != true {
-                    subscriptionSteps.append(Step(
-                        node: link.subscriber, kind: .refreshSubscription,
-                        sql: "ALTER SUBSCRIPTION \(SQL.identifier(subscriptionName)) REFRESH PUBLICATION WITH (copy_data = false)",
-                        summary: "refresh subscription \(subscriptionName) to the publication's tables"))
+                    subscriptionSteps.append(Step(node: link.subscriber, action: .refreshSubscription(subscription: subscriptionName)))
                 }
             } else {
-                var options = ["create_slot = false", "slot_name = \(SQL.literal(slotName))", "copy_data = false"]
-                if filter == .originNone { options.append("origin = none") }
-                let head = "CREATE SUBSCRIPTION \(SQL.identifier(subscriptionName)) CONNECTION "
-                let tail = " PUBLICATION \(SQL.identifier(publication)) WITH (\(options.joined(separator: ", ")))"
-                subscriptionSteps.append(Step(
-                    node: link.subscriber, kind: .createSubscription,
-                    sql: head + SQL.literal(peerDSN) + tail,
-                    displaySQL: head + SQL.literal(DSN.masked(peerDSN)) + tail,
-                    summary: "subscribe to \(link.publisher) (filter \(filter.rawValue))"))
+                subscriptionSteps.append(Step(node: link.subscriber, action: .createSubscription(
+                    subscription: subscriptionName, publisher: link.publisher, peerDSN: peerDSN,
+                    publication: publication, slot: slotName, filter: filter)))
             }
         }
 
