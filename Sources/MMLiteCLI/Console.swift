@@ -128,11 +128,14 @@ public struct CLIError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Test hooks: called by apply after each statement it ran.
+/// Test hooks: `afterStep` is called by apply after each statement it ran,
+/// `afterPhase` by join and part after each numbered phase.
 public struct Hooks: Sendable {
     public var afterStep: (@Sendable (_ index: Int, _ step: Step) -> Void)?
-    public init(afterStep: (@Sendable (Int, Step) -> Void)? = nil) {
+    public var afterPhase: (@Sendable (_ number: Int, _ title: String) -> Void)?
+    public init(afterStep: (@Sendable (Int, Step) -> Void)? = nil, afterPhase: (@Sendable (Int, String) -> Void)? = nil) {
         self.afterStep = afterStep
+        self.afterPhase = afterPhase
     }
 }
 

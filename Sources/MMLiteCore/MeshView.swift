@@ -52,6 +52,12 @@ public struct MeshView: Sendable {
         return try? filter(for: link)
     }
 
+    /// The filter a new slot of the link gets: the configured choice, mmlite
+    /// where that cannot be decided (it filters between any versions).
+    public func plannedFilter(for link: Link) -> LinkFilter {
+        ((try? filter(for: link)) ?? nil) ?? .mmlite
+    }
+
     /// Whether any configured node holds one of the mesh's subscriptions.
     public var isRunning: Bool { Membership.isRunning(config: config, states: states) }
 

@@ -307,3 +307,26 @@ private func withOptionalCStringArray<R>(_ strings: [String?], _ body: (UnsafePo
     let pointers: [UnsafePointer<CChar>?] = duplicated.map { $0.map { UnsafePointer($0) } }
     return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
 }
+
+/// The environment variables (PGHOST, PGPORT, PGUSER, ...) that make a libpq
+/// client started as a child process connect as `conninfo` says, without the
+/// connection string on its command line. The password is returned apart:
+/// pass it through a password file (see `PasswordFile`), never argv.
+public func conninfoEnvironment(_ conninfo: String) throws -> (environment: [String: String], password: String?) {
+    var variables: [String: String] = [:]
+    if let defaults = PQconndefaults() {
+        defer { PQconninfoFree(defaults) }
+        var option = defaults
+        while let keyword = option.pointee.keyword {
+            if let envvar = option.pointee.envvar { variables[String(cString: keyword)] = String(cString: envvar) }
+            option += 1
+        }
+    }
+    var environment: [String: String] = [:]
+    var password: String?
+    for (key, value) in try parseConninfo(conninfo) {
+        if key == "password" { password = value; continue }
+        if let name = variables[key] { environment[name] = value }
+    }
+    return (environment, password)
+}

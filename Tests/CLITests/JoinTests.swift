@@ -232,7 +232,7 @@ struct CLIJoinTests {
         // First attempt: n3 goes down after the snapshot was exported (the copy fails).
         let n3 = Unchecked(mesh[3])
         let n2 = Unchecked(mesh[2])
-        let first = mesh.mmlite(["join", "n3", "--from", "n1"], hooks: Hooks(afterStep: { phase, _ in
+        let first = mesh.mmlite(["join", "n3", "--from", "n1"], hooks: Hooks(afterPhase: { phase, _ in
             if phase == 3 { try? n3.value.stop(mode: .immediate) }
         }))
         #expect(first.code == 75, "\(first)")
@@ -243,7 +243,7 @@ struct CLIJoinTests {
         try mesh[2].execute("INSERT INTO public.users SELECT g, 'two', NULL FROM generate_series(1501, 1600) g")
 
         // Second attempt: stopped after the copy committed (before the wiring); n2 writes meanwhile.
-        let second = mesh.mmlite(["join", "n3", "--from", "n1"], hooks: Hooks(afterStep: { phase, _ in
+        let second = mesh.mmlite(["join", "n3", "--from", "n1"], hooks: Hooks(afterPhase: { phase, _ in
             if phase == 5 {
                 _ = try? n2.value.execute("INSERT INTO public.users SELECT g, 'two', NULL FROM generate_series(1601, 1700) g")
                 try? n3.value.stop(mode: .immediate)
@@ -363,7 +363,7 @@ struct CLIJoinTests {
         try #require(mesh.mmlite(["apply"]).code == 0)
         try mesh.writeConfig(members: [1, 2, 3])
         let n1 = Unchecked(mesh[1]), n2 = Unchecked(mesh[2])
-        let join = mesh.mmlite(["join", "n3", "--from", "n1"], hooks: Hooks(afterStep: { phase, _ in
+        let join = mesh.mmlite(["join", "n3", "--from", "n1"], hooks: Hooks(afterPhase: { phase, _ in
             guard phase == 1 else { return }
             _ = try? n2.value.execute("INSERT INTO public.users VALUES (42, 'from n2', NULL)")
             _ = waitUntil(timeout: 30) { try n1.value.scalar("SELECT count(*) FROM public.users WHERE id = 42") == "1" }

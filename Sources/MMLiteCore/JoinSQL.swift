@@ -1,53 +1,3 @@
-/// Which configured nodes belong to the running mesh, and the pure parts of
-/// `mmlite join` / `mmlite part` (names, statements, the version difference
-/// of `CREATE_REPLICATION_SLOT`). See docs/operations.md.
-public enum Membership {
-    /// The configured nodes that are members of the mesh, in config order.
-    ///
-    /// A mesh is *running* once any configured node has one of its
-    /// subscriptions. While it is not running (a fresh mesh) every configured
-    /// node is a member: `apply` builds the mesh over all of them. Once it
-    /// runs, a member is a node that has the mesh's publication: `join`
-    /// creates it only after the node holds a consistent copy, and `part`
-    /// drops it. A configured node without it is *pending*: `apply` leaves it
-    /// out and says to `mmlite join` it, so no node is wired in without its data.
-    public static func members(config: MeshConfig, states: [String: NodeState]) -> [String] {
-        let configured = config.nodes.map(\.name)
-        guard isRunning(config: config, states: states) else { return configured }
-        return configured.filter { states[$0]?.publication != nil }
-    }
-
-    /// Whether any configured node holds one of the mesh's subscriptions.
-    public static func isRunning(config: MeshConfig, states: [String: NodeState]) -> Bool {
-        config.nodes.contains { node in
-            states[node.name]?.subscriptions.keys.contains { config.names.publisher(ofSubscription: $0) != nil } ?? false
-        }
-    }
-
-    /// Members as `join NODE --from source` sees them: as `members`, except
-    /// that a mesh of one node (only `source` has the publication and no node
-    /// subscribes yet, e.g. `apply` run with one node in the file) is grown by
-    /// joining, so its data is copied rather than assumed identical.
-    public static func members(config: MeshConfig, states: [String: NodeState], joiningFrom source: String) -> [String] {
-        if !isRunning(config: config, states: states),
-           config.nodes.map(\.name).filter({ states[$0]?.publication != nil }) == [source] { return [source] }
-        return members(config: config, states: states)
-    }
-
-    /// Configured nodes that have not joined the running mesh.
-    public static func pending(config: MeshConfig, states: [String: NodeState]) -> [String] {
-        let members = Set(members(config: config, states: states))
-        return config.nodes.map(\.name).filter { !members.contains($0) }
-    }
-}
-
-public extension ObjectNames {
-    /// On a joining node: the replication origin that tags the initial copy.
-    /// Its progress, set in the copy's own transaction, records that the copy
-    /// committed (= the source slot's consistent point). Dropped when the join ends.
-    var joinOrigin: String { "mmlite_\(mesh)_copy" }
-}
-
 /// Statements of join and part (shared by the run and `--dry-run`).
 public enum JoinSQL {
     /// Replication-protocol command creating a logical slot whose snapshot is
@@ -55,7 +5,7 @@ public enum JoinSQL {
     /// stays open). PostgreSQL 15 changed the syntax; this is the one place
     /// that knows.
     public static func createSlotExportingSnapshot(slot: String, plugin: String, major: Int) -> String {
-        if major >= 15 {
+        if ServerCapabilities(major: major).replicationCommandOptions {
             return "CREATE_REPLICATION_SLOT \(SQL.identifier(slot)) LOGICAL \(SQL.identifier(plugin)) (SNAPSHOT 'export')"
         }
         return "CREATE_REPLICATION_SLOT \(SQL.identifier(slot)) LOGICAL \(SQL.identifier(plugin)) EXPORT_SNAPSHOT"
@@ -90,12 +40,34 @@ public enum JoinSQL {
         "SELECT pg_replication_origin_progress('pg_' || oid, false)::text FROM pg_subscription WHERE subname = \(SQL.literal(subscription))"
     }
 
+    /// Whether a walsender uses the slot ('t'), nothing when it does not exist.
+    public static func slotActive(_ slot: String) -> String {
+        "SELECT active FROM pg_replication_slots WHERE slot_name = \(SQL.literal(slot))"
+    }
+
+    public static func currentPosition() -> String { "SELECT pg_current_wal_lsn()::text" }
+
+    /// The next transaction id to be assigned: every transaction still running has a smaller one.
+    public static func transactionHorizon() -> String {
+        "SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text"
+    }
+
+    /// Whether every transaction older than `horizon` has ended.
+    public static func transactionsEnded(since horizon: String) -> String {
+        "SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) >= \(SQL.literal(horizon))::xid8"
+    }
+
     public static func advanceSlot(_ slot: String, to lsn: String) -> String {
         "SELECT pg_replication_slot_advance(\(SQL.literal(slot)), \(SQL.literal(lsn)))"
     }
 
     public static func dropSlot(_ slot: String) -> String {
         "SELECT pg_drop_replication_slot(\(SQL.literal(slot)))"
+    }
+
+    /// Drops the slot if it exists (a re-run finds it gone).
+    public static func dropSlotIfExists(_ slot: String) -> String {
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = \(SQL.literal(slot))"
     }
 
     /// Drops a subscription without touching its remote slot (mmlite drops
@@ -130,6 +102,27 @@ public enum JoinSQL {
     public static func copyCommit(lsn: String) -> [String] {
         ["SELECT pg_replication_origin_xact_setup(\(SQL.literal(lsn)), now())", "COMMIT",
          "SELECT pg_replication_origin_session_reset()", "RESET session_replication_role"]
+    }
+
+    public static func hasRows(_ table: QualifiedName) -> String {
+        "SELECT EXISTS (SELECT 1 FROM \(table.sql)) AS has_rows"
+    }
+
+    /// The columns a copy moves (generated columns are computed on arrival).
+    public static let copyColumns = """
+        SELECT a.attname AS column_name FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        ORDER BY a.attnum
+        """
+
+    public static let tableSize = "SELECT pg_catalog.pg_table_size($1::regclass) AS bytes"
+
+    public static let beginSnapshotRead = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+    public static func setSnapshot(_ snapshot: String) -> String { "SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))" }
+
+    public static func truncate(_ tables: [QualifiedName]) -> String {
+        "TRUNCATE \(tables.map(\.sql).joined(separator: ", "))"
     }
 
     /// `columns` empty: no column list (for printing the plan).
