@@ -86,6 +86,18 @@ public struct JoinProcedure: Sendable {
         public var snapshot: String
         public var consistentPoint: Position
 
+        public init(source: String, node: String, tables: [QualifiedName], versionTables: [QualifiedName], emptied: [QualifiedName],
+                    origin: String, snapshot: String, consistentPoint: Position) {
+            self.source = source
+            self.node = node
+            self.tables = tables
+            self.versionTables = versionTables
+            self.emptied = emptied
+            self.origin = origin
+            self.snapshot = snapshot
+            self.consistentPoint = consistentPoint
+        }
+
         /// Emptied before the copy: --force tables and the version tables
         /// (conflict handling may have written them before the copy).
         public var truncated: [QualifiedName] { emptied + versionTables }

@@ -36,22 +36,16 @@ func simulate(_ plan: Plan, on states: inout [String: NodeState], tables: [Quali
     let names = ObjectNames(mesh: "shop")
     for step in plan.steps {
         var state = states[step.node]!
-        switch step.kind {
+        switch step.action {
         case .createPublication: state.publication = PublicationState(tables: Set(tables))
         case .addTables, .dropTables: state.publication?.tables = Set(tables)
-        case .createSlot:
-            let name = step.sql.split(separator: "'")[1]
-            let plugin = step.sql.split(separator: "'")[3]
-            state.slots[String(name)] = SlotState(plugin: String(plugin))
-        case .createSubscription:
-            let name = String(step.sql.split(separator: " ")[2])
-            let publisher = names.publisher(ofSubscription: name)!
-            state.subscriptions[name] = SubscriptionState(slotName: names.slot(subscriber: step.node), publications: [names.publication],
-                                                          origin: step.sql.contains("origin = none") ? "none" : "any", tables: Set(tables))
-            _ = publisher
-        case .refreshSubscription:
-            let name = String(step.sql.split(separator: " ")[2])
-            state.subscriptions[name]?.tables = Set(tables)
+        case .createSlot(let slot, let filter, _):
+            state.slots[slot] = SlotState(plugin: filter.slotPlugin)
+        case .createSubscription(let subscription, _, _, let publication, _, let filter):
+            state.subscriptions[subscription] = SubscriptionState(slotName: names.slot(subscriber: step.node), publications: [publication],
+                                                                  origin: filter == .originNone ? "none" : "any", tables: Set(tables))
+        case .refreshSubscription(let subscription):
+            state.subscriptions[subscription]?.tables = Set(tables)
         case .setSubscriptionConnection, .setSubscriptionOrigin, .installConflicts: break
         }
         states[step.node] = state
