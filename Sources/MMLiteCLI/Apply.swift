@@ -2,17 +2,18 @@ import Foundation
 import MMLiteCore
 import PostgresClient
 
+/// `mmlite apply`: observe every node, plan the missing objects (Core's
+/// `Planner`), probe what the plan relies on, then run it step by step.
 struct Apply {
     let configPath: String
     let dryRun: Bool
     let context: Context
 
+    var console: Console { context.console }
+
     func run() throws -> ExitStatus {
-        let console = context.console
-        let logger = console.logger()
         let config = try loadConfig(configPath, console: console)
         var preflight = Preflight(config: config, console: console)
-
         if !preflight.unreachable.isEmpty {
             for facts in preflight.unreachable {
                 console.error("mmlite: cannot connect to \(facts.name) (\(DSN.masked(config.node(named: facts.name)?.dsn ?? ""))): \(facts.connectionError ?? "")")
@@ -20,63 +21,27 @@ struct Apply {
             console.error("Nothing was changed. Every node must be reachable for apply; check the dsn, that the server runs, and pg_hba.conf (`mmlite doctor` explains).")
             return .unavailable
         }
-
-        // Conflict handling (docs/conflicts.md): opted-in tables are published
-        // through their change tables, installed before the publication needs them.
-        let conflicts = ConflictSetup(config: config, tables: preflight.tables, connections: preflight.connections)
-        if !conflicts.problems.isEmpty {
-            for problem in conflicts.problems { console.error("mmlite: conflict handling: \(problem)") }
+        let plan: Plan
+        switch makePlan(config: config, preflight: preflight) {
+        case .success(let made): plan = made
+        case .failure(let refusal):
+            console.error(refusal.message)
             console.error("Nothing was changed.")
             return .failure
         }
-        let planner = Planner(config: config, tables: conflicts.publishedTables)
-        var plan: Plan
-        do {
-            plan = try planner.plan(states: preflight.states)
-            // Only on members: a node that has not joined gets it when it joins (with its copy).
-            plan.steps = try conflicts.steps(nodes: Membership.members(config: config, states: preflight.states)) + plan.steps
-        } catch let error as ConflictSQL.GenerationError {
-            console.error("mmlite: conflict handling: \(error.message)")
-            console.error("Nothing was changed.")
-            return .failure
-        } catch let error as PlanError {
-            console.error("mmlite: cannot plan: \(error.message)")
-            console.error("Nothing was changed.")
-            return .failure
-        }
-
-        // Probe only what this plan will rely on.
-        var request = ProbeRequest()
-        for step in plan.steps {
-            if step.loadsPlugin { request.plugin.insert(step.node) }
-            if let link = step.usesPeerLink { request.peers.insert(link) }
-        }
-        preflight.probe(request)
+        preflight.probe(probes(for: plan))
         let results = preflight.evaluate()
-        let failures = results.filter { $0.status == .failure }
-        if !failures.isEmpty {
-            console.error("mmlite apply: \(failures.count) check\(failures.count == 1 ? "" : "s") failed; nothing was changed.")
-            console.error("")
-            var errorLines: [String] = []
-            let buffer = Console(out: { errorLines.append($0) }, err: { errorLines.append($0) })
-            buffer.addSecrets(config.secrets)
-            printChecks(failures, config: config, console: buffer)
-            console.error(errorLines.joined().trimmingCharacters(in: .newlines))
-            console.error("")
-            console.error("Fix these, then run `mmlite apply` again (`mmlite doctor` shows every check).")
-            return .failure
-        }
+        if let refused = refuse(results.filter { $0.status == .failure }, config: config) { return refused }
         for warning in results.filter({ $0.status == .warning }) {
             console.error("warning: \(warning.node.map { "\($0): " } ?? "")\(warning.message)" + (warning.fix.map { "\n  fix: \($0)" } ?? ""))
         }
         for note in plan.notes { console.print("note: \(note)") }
 
-        let summary = "\(config.nodes.count) nodes, \(Planner.links(of: config.nodes.map(\.name)).count) links, \(preflight.tables.count) table\(preflight.tables.count == 1 ? "" : "s")"
+        let summary = "\(config.nodes.count) nodes, \(MeshView.links(of: config.nodes.map(\.name)).count) links, \(preflight.tables.count) table\(preflight.tables.count == 1 ? "" : "s")"
         if plan.isEmpty {
             console.print("Nothing to do: mesh \"\(config.mesh.name)\" is complete (\(summary)).")
             return .ok
         }
-
         if dryRun {
             console.print("Plan for mesh \"\(config.mesh.name)\" (\(summary)): \(plan.steps.count) statement\(plan.steps.count == 1 ? "" : "s"). Dry run: nothing is changed.")
             for step in plan.steps {
@@ -86,13 +51,67 @@ struct Apply {
             }
             return .ok
         }
-
         console.print("Applying \(plan.steps.count) change\(plan.steps.count == 1 ? "" : "s") to mesh \"\(config.mesh.name)\" (\(summary)):")
+        if let stopped = execute(plan, connections: preflight.connections) { return stopped }
+        console.print("Done: mesh \"\(config.mesh.name)\" is complete (\(summary)). Check it with `mmlite status`.")
+        return .ok
+    }
+
+    struct Refusal: Error {
+        var message: String
+    }
+
+    /// The conflict-handling steps (only on members: a node that has not
+    /// joined gets them when it joins, with its copy), then the mesh's objects.
+    func makePlan(config: MeshConfig, preflight: Preflight) -> Result<Plan, Refusal> {
+        // Opted-in tables are published through their change tables,
+        // installed before the publication needs them (docs/conflicts.md).
+        let conflicts = ConflictSetup(config: config, tables: preflight.tables, connections: preflight.connections)
+        if !conflicts.problems.isEmpty {
+            return .failure(Refusal(message: conflicts.problems.map { "mmlite: conflict handling: \($0)" }.joined(separator: "\n")))
+        }
+        do {
+            var plan = try Planner(config: config, tables: conflicts.publishedTables).plan(states: preflight.states)
+            plan.steps = try conflicts.steps(nodes: MeshView(config: config, states: preflight.states).members) + plan.steps
+            return .success(plan)
+        } catch let error as ConflictSQL.GenerationError {
+            return .failure(Refusal(message: "mmlite: conflict handling: \(error.message)"))
+        } catch {
+            return .failure(Refusal(message: "mmlite: cannot plan: \(error)"))
+        }
+    }
+
+    /// Probe only what this plan relies on.
+    func probes(for plan: Plan) -> ProbeRequest {
+        var request = ProbeRequest()
+        for step in plan.steps {
+            if step.loadsPlugin { request.plugin.insert(step.node) }
+            if let link = step.usesPeerLink { request.peers.insert(link) }
+        }
+        return request
+    }
+
+    func refuse(_ failures: [CheckResult], config: MeshConfig) -> ExitStatus? {
+        guard !failures.isEmpty else { return nil }
+        console.error("mmlite apply: \(failures.count) check\(failures.count == 1 ? "" : "s") failed; nothing was changed.")
+        console.error("")
+        var errorLines: [String] = []
+        let buffer = Console(out: { errorLines.append($0) }, err: { errorLines.append($0) })
+        buffer.addSecrets(config.secrets)
+        printChecks(failures, config: config, console: buffer)
+        console.error(errorLines.joined().trimmingCharacters(in: .newlines))
+        console.error("")
+        console.error("Fix these, then run `mmlite apply` again (`mmlite doctor` shows every check).")
+        return .failure
+    }
+
+    /// Runs the steps in order; on a failure says what was done and what not, and the exit code.
+    func execute(_ plan: Plan, connections: Connections) -> ExitStatus? {
         for (index, step) in plan.steps.enumerated() {
-            logger.debug("[\(step.node)] \(step.displaySQL)")
+            console.debug("[\(step.node)] \(step.displaySQL)")
             var failure: String? = nil
             var connectionLost = false
-            if let connection = preflight.connections[step.node] ?? preflight.connections.reconnect(step.node) {
+            if let connection = connections[step.node] ?? connections.reconnect(step.node) {
                 do {
                     try connection.execute(step.sql)
                 } catch let error as PGError {
@@ -105,29 +124,31 @@ struct Apply {
                 failure = "cannot connect to \(step.node)"
                 connectionLost = true
             }
-            if let failure {
-                console.print("  [\(index + 1)/\(plan.steps.count)] \(step.node): \(step.summary) ... FAILED")
-                console.error("mmlite apply: on \(step.node): \(failure)")
-                console.error("  statement: \(step.displaySQL)")
-                if index == 0 {
-                    console.error("Nothing was changed.")
-                    return connectionLost ? .unavailable : .warning
-                }
-                console.error("")
-                console.error("apply stopped after \(index) of \(plan.steps.count) changes.")
-                console.error("Done:")
-                for done in plan.steps[..<index] { console.error("  \(done.node): \(done.summary)") }
-                console.error("Not done:")
-                for todo in plan.steps[index...] { console.error("  \(todo.node): \(todo.summary)") }
-                console.error(connectionLost
-                    ? "\(step.node) went away. When it is back, run `mmlite apply` again: it continues from what exists."
-                    : "Fix the cause above, then run `mmlite apply` again: it continues from what exists.")
-                return .partial
-            }
+            if let failure { return stopped(plan, at: index, failure: failure, connectionLost: connectionLost) }
             console.print("  [\(index + 1)/\(plan.steps.count)] \(step.node): \(step.summary) ... done")
             context.hooks.afterStep?(index, step)
         }
-        console.print("Done: mesh \"\(config.mesh.name)\" is complete (\(summary)). Check it with `mmlite status`.")
-        return .ok
+        return nil
+    }
+
+    func stopped(_ plan: Plan, at index: Int, failure: String, connectionLost: Bool) -> ExitStatus {
+        let step = plan.steps[index]
+        console.print("  [\(index + 1)/\(plan.steps.count)] \(step.node): \(step.summary) ... FAILED")
+        console.error("mmlite apply: on \(step.node): \(failure)")
+        console.error("  statement: \(step.displaySQL)")
+        if index == 0 {
+            console.error("Nothing was changed.")
+            return connectionLost ? .unavailable : .warning
+        }
+        console.error("")
+        console.error("apply stopped after \(index) of \(plan.steps.count) changes.")
+        console.error("Done:")
+        for done in plan.steps[..<index] { console.error("  \(done.node): \(done.summary)") }
+        console.error("Not done:")
+        for todo in plan.steps[index...] { console.error("  \(todo.node): \(todo.summary)") }
+        console.error(connectionLost
+            ? "\(step.node) went away. When it is back, run `mmlite apply` again: it continues from what exists."
+            : "Fix the cause above, then run `mmlite apply` again: it continues from what exists.")
+        return .partial
     }
 }
