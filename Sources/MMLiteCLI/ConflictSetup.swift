@@ -76,11 +76,6 @@ struct ConflictSetup {
 
     /// `mmlite.conflict_tables` on a node, nil when it does not exist.
     static func registry(_ connection: PGConnection) -> [String: String]? {
-        guard let exists = try? connection.query("SELECT to_regclass('mmlite.conflict_tables') IS NOT NULL").scalar,
-              exists == "t",
-              let rows = try? connection.query("SELECT table_name, definition FROM mmlite.conflict_tables") else { return nil }
-        var result: [String: String] = [:]
-        for row in rows.rows { if let name = row[0], let definition = row[1] { result[name] = definition } }
-        return result
+        Catalog.conflictRegistry(connection)
     }
 }

@@ -38,7 +38,7 @@ struct Doctor {
         var preflight = Preflight(config: config, console: console)
         var request = ProbeRequest(plugin: preflight.publishersNeedingPlugin())
         let reachable = Set(preflight.facts.filter(\.reachable).map(\.name))
-        for link in Planner.links(of: config.nodes.map(\.name)) where reachable.contains(link.subscriber) {
+        for link in preflight.view.links where reachable.contains(link.subscriber) {
             request.peers.insert(link)
         }
         preflight.probe(request)

@@ -142,57 +142,16 @@ struct Inspector {
 
     /// This mesh's objects on a node.
     func state(of facts: NodeFacts, _ connection: PGConnection, tables: [QualifiedName]) throws -> NodeState {
-        var state = NodeState(name: facts.name, versionNumber: facts.versionNumber)
-        let publication = try connection.query("SELECT puballtables FROM pg_publication WHERE pubname = $1", [names.publication])
-        if let row = publication.rows.first {
-            let members = try connection.query("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", [names.publication])
-            state.publication = PublicationState(
-                tables: Set(members.rows.compactMap { row in row[0].flatMap { schema in row[1].map { QualifiedName(schema: schema, name: $0) } } }),
-                allTables: row[0] == "t")
-        }
-        let prefix = names.prefix
-        let slots = try connection.query("""
-            SELECT slot_name, coalesce(plugin, ''), database, active FROM pg_replication_slots
-            WHERE left(slot_name::text, length($1)) = $1
-            """, [prefix])
-        for row in slots.rows {
-            guard let name = row[0] else { continue }
-            state.slots[name] = SlotState(plugin: row[1] ?? "", database: row[2], active: row[3] == "t")
-        }
-        let readConninfo = facts.privileges.superuser
-        let originColumn = facts.major >= 16 ? "s.suborigin" : "NULL::text"
-        let subscriptions = try connection.query("""
-            SELECT s.oid, s.subname, s.subenabled, s.subslotname, array_to_string(s.subpublications, ','),
-                   \(readConninfo ? "s.subconninfo" : "NULL::text"), \(originColumn)
-            FROM pg_subscription s
-            WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND left(s.subname::text, length($1)) = $1
-            """, [prefix])
-        for row in subscriptions.rows {
-            guard let oid = row[0], let name = row[1] else { continue }
-            let relations = try connection.query("""
-                SELECT n.nspname, c.relname FROM pg_subscription_rel r
-                JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE r.srsubid = $1::oid
-                """, [oid])
-            state.subscriptions[name] = SubscriptionState(
-                enabled: row[2] == "t", slotName: row[3],
-                publications: (row[4] ?? "").split(separator: ",").map(String.init),
-                conninfo: row[5], origin: row[6],
-                tables: Set(relations.rows.compactMap { r in r[0].flatMap { schema in r[1].map { QualifiedName(schema: schema, name: $0) } } }))
-        }
-        return state
+        try Catalog(connection, names: names).state(
+            name: facts.name, versionNumber: facts.versionNumber,
+            subscriptionColumns: Catalog.SubscriptionColumns(conninfo: facts.privileges.superuser, tables: true))
     }
 
     /// Counts of other slots and subscriptions (for the capacity checks).
     func countOthers(_ facts: inout NodeFacts, _ connection: PGConnection) {
-        let prefix = names.prefix
-        if let total = try? connection.query("SELECT count(*) FILTER (WHERE left(slot_name::text, length($1)) <> $1) FROM pg_replication_slots", [prefix]).scalar {
-            facts.otherSlots = Int(total) ?? 0
-        }
-        if let total = try? connection.query("SELECT count(*) FILTER (WHERE left(subname::text, length($1)) <> $1) FROM pg_subscription", [prefix]).scalar {
-            facts.otherSubscriptions = Int(total) ?? 0
-        }
+        let others = Catalog(connection, names: names).otherObjects()
+        if let slots = others.slots { facts.otherSlots = slots }
+        if let subscriptions = others.subscriptions { facts.otherSubscriptions = subscriptions }
     }
 
     /// Runs the requested probes and stores their results in `facts`.
@@ -225,9 +184,9 @@ struct Inspector {
             return .ok
         } catch let error as PGError {
             if error.kind == .connection { return .skipped(console.redact(error.message)) }
-            return .failed(console.redact(error.message))
+            return .failed(sqlState: SQLState(error.sqlState), message: console.redact(error.message))
         } catch {
-            return .failed(describe(error))
+            return .failed(sqlState: nil, message: describe(error))
         }
     }
 
@@ -242,11 +201,11 @@ struct Inspector {
             try connection.execute("CREATE SUBSCRIPTION \(name) CONNECTION \(SQL.literal(peerDSN)) PUBLICATION \(names.publication) WITH (connect = true, enabled = false, create_slot = false, slot_name = NONE, copy_data = false)")
             return .ok
         } catch let error as PGError {
-            if error.sqlState == "42501" { return .skipped("\(facts.role) may not create subscriptions: \(console.redact(error.message))") }
+            if SQLState(error.sqlState) == .insufficientPrivilege { return .skipped("\(facts.role) may not create subscriptions: \(console.redact(error.message))") }
             if error.kind == .connection { return .skipped(console.redact(error.message)) }
-            return .failed(console.redact(error.message))
+            return .failed(sqlState: SQLState(error.sqlState), message: console.redact(error.message))
         } catch {
-            return .failed(describe(error))
+            return .failed(sqlState: nil, message: describe(error))
         }
     }
 }

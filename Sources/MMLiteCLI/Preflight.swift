@@ -23,18 +23,12 @@ struct Preflight {
 
     var unreachable: [NodeFacts] { facts.filter { !$0.reachable } }
 
+    /// The mesh as observed: versions of the reachable nodes, their states.
+    var view: MeshView { MeshView(config: config, facts: facts) }
+
     /// Nodes whose slots would use the mmlite plugin for at least one peer.
     func publishersNeedingPlugin() -> Set<String> {
-        var result = Set<String>()
-        for link in Planner.links(of: config.nodes.map(\.name)) {
-            guard let p = facts.first(where: { $0.name == link.publisher }), p.reachable else { continue }
-            let s = facts.first { $0.name == link.subscriber }
-            let subscriberMajor = (s?.reachable ?? false) ? s!.major : 0
-            if (try? LinkFilter.choose(config.mesh.filter, publisherMajor: p.major, subscriberMajor: subscriberMajor)) != .originNone {
-                result.insert(link.publisher)
-            }
-        }
-        return result
+        view.publishersNeedingPlugin
     }
 
     mutating func probe(_ request: ProbeRequest) {

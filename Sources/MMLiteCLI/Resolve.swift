@@ -17,21 +17,12 @@ struct SubscriptionInfo {
     var appliedUpTo: LSN?
 
     static func read(_ connection: PGConnection, name: String) throws -> SubscriptionInfo? {
-        let major = connection.serverMajorVersion
-        let result = try connection.query("""
-            SELECT s.oid, s.subenabled, \(major >= 16 ? "s.suborigin" : "NULL::text"), coalesce(s.subslotname::text, ''),
-                   \(major >= 15 ? "s.subskiplsn::text" : "NULL::text"),
-                   EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.pid IS NOT NULL),
-                   \(major >= 15 ? "coalesce((SELECT st.apply_error_count FROM pg_catalog.pg_stat_subscription_stats st WHERE st.subid = s.oid), 0)" : "0"),
-                   pg_catalog.pg_replication_origin_progress('pg_' || s.oid, true)::text
-            FROM pg_catalog.pg_subscription s
-            WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-            """, [name])
-        guard let row = result.rows.first, let oid = row[0] else { return nil }
-        return SubscriptionInfo(name: name, oid: oid, enabled: row[1] == "t", origin: row[2], slot: row[3] ?? "",
-                                skipLSN: row[4].flatMap { LSN($0) }.flatMap { $0 == .zero ? nil : $0 },
-                                workerRunning: row[5] == "t", applyErrors: Int64(row[6] ?? "0") ?? 0,
-                                appliedUpTo: row[7].flatMap { LSN($0) })
+        let catalog = Catalog(connection)
+        guard let state = try catalog.subscriptions(Catalog.SubscriptionColumns(progress: true), named: name)[name],
+              let oid = state.oid else { return nil }
+        return SubscriptionInfo(name: name, oid: oid, enabled: state.enabled, origin: state.origin, slot: state.slotName ?? "",
+                                skipLSN: state.skipLSN, workerRunning: state.workers > 0, applyErrors: state.applyErrors ?? 0,
+                                appliedUpTo: state.appliedUpTo)
     }
 }
 
@@ -55,7 +46,7 @@ enum SlotPeek {
             do {
                 result = try publisher.query("SELECT data::text FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \(options))",
                                              [slot, String(limit)])
-            } catch let error as PGError where error.sqlState == "55006" {
+            } catch let error as PGError where SQLState(error.sqlState) == .objectInUse {
                 throw Busy()
             }
             let messages = try result.rows.map { try PgOutput.bytes(fromHex: $0[0] ?? "") }
