@@ -44,12 +44,12 @@ enum SlotPeek {
             if originNone { options += ", 'origin', 'none'" }
             let result: PGResult
             do {
-                result = try publisher.query("SELECT data::text FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \(options))",
+                result = try publisher.query("SELECT data::text AS data FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \(options))",
                                              [slot, String(limit)])
             } catch let error as PGError where SQLState(error.sqlState) == .objectInUse {
                 throw Busy()
             }
-            let messages = try result.rows.map { try PgOutput.bytes(fromHex: $0[0] ?? "") }
+            let messages = try result.named.map { try PgOutput.bytes(fromHex: $0["data"] ?? "") }
             let (complete, open) = try PgOutput.transactions(messages)
             if let pending = PgOutput.firstPending(complete, appliedUpTo: appliedUpTo) { return pending }
             if result.rows.count < limit {
