@@ -10,23 +10,19 @@ struct ConflictsList {
     let format: OutputFormat
     let context: Context
 
+    /// One conflict-log row (columns of `ConflictMaintenance.list`).
     struct Entry {
         var node: String
-        var values: [String?]
-        var loggedAt: String { values[0] ?? "" }
-        var id: Int64 { Int64(values[11] ?? "0") ?? 0 }
+        var row: PGRow
+        var loggedAt: String { row["logged_at"] ?? "" }
+        var id: Int64 { row.int64("id") ?? 0 }
+        subscript(_ column: String) -> String? { row[column] }
     }
 
     func run() throws -> ExitStatus {
         let console = context.console
         let config = try loadConfig(configPath, console: console)
-        var tableName: String? = nil
-        if let table {
-            guard case .table(let name)? = try? TablePattern(parsing: table) else {
-                throw CLIError(.usage, "--table \(table): expected schema.table")
-            }
-            tableName = "\(name.schema).\(name.name)"
-        }
+        let tableName = try parseTable()
         let connections = Connections(config: config, console: console)
         let reachable = config.nodes.map(\.name).filter { connections[$0] != nil }
         for name in config.nodes.map(\.name) where connections[name] == nil {
@@ -35,21 +31,15 @@ struct ConflictsList {
         guard let first = reachable.first, let anchor = connections[first] else {
             throw CLIError(.unavailable, "no node is reachable")
         }
-        // One cut-off for every node, computed once.
-        var cutoff: String? = nil
-        if let since {
-            do { cutoff = try anchor.query(ConflictMaintenance.since, [since]).scalar } catch let error as PGError {
-                throw CLIError(.usage, "--since \(since): not an interval (\"2 hours\") or a timestamp: \(error.message)")
-            }
-        }
+        let cutoff = try self.cutoff(anchor)
         var entries: [Entry] = []
         var failed = 0
         for name in reachable {
             guard let connection = connections[name] else { continue }
             do {
-                guard try connection.query("SELECT pg_catalog.to_regclass('mmlite.conflicts') IS NOT NULL").scalar == "t" else { continue }
+                guard try Catalog.conflictLogExists(connection) else { continue }
                 let result = try connection.query(ConflictMaintenance.list, [cutoff, tableName])
-                entries += result.rows.map { Entry(node: name, values: $0) }
+                entries += result.named.map { Entry(node: name, row: $0) }
             } catch {
                 failed += 1
                 console.error("mmlite: warning: cannot read \(name)'s conflict log: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
@@ -57,35 +47,56 @@ struct ConflictsList {
         }
         guard failed < reachable.count else { throw CLIError(.unavailable, "no node's conflict log could be read") }
         entries.sort { ($0.loggedAt, $0.node, $0.id) < ($1.loggedAt, $1.node, $1.id) }
-
         switch format {
-        case .json:
-            func raw(_ value: String?) -> JSON { value.map { .raw($0) } ?? .null }
-            console.print(JSON.array(entries.map { entry in
-                let v = entry.values
-                return .object([
-                    ("node", .string(entry.node)), ("logged_at", .optional(v[0])), ("table_name", .optional(v[1])),
-                    ("key", raw(v[2])), ("kind", .optional(v[3])), ("winner", .optional(v[4])), ("reason", .optional(v[5])),
-                    ("local_version", raw(v[6])), ("local_row", raw(v[7])), ("remote_version", raw(v[8])),
-                    ("remote_row", raw(v[9])), ("peer", .optional(v[10])),
-                ])
-            }).render())
-        case .table:
-            if entries.isEmpty {
-                console.print("No conflicts logged" + (since.map { " since \($0)" } ?? "") + (table.map { " for \($0)" } ?? "") + ".")
-            } else {
-                var rows = [["NODE", "TIME (UTC)", "TABLE", "KEY", "KIND", "WINNER", "PEER", "LOCAL VERSION", "REMOTE VERSION", "REASON"]]
-                for entry in entries {
-                    let v = entry.values
-                    rows.append([entry.node, String((v[0] ?? "").prefix(23)), v[1] ?? "", v[2] ?? "", v[3] ?? "", v[4] ?? "",
-                                 v[10] ?? "-", v[6] ?? "-", v[8] ?? "-", v[5] ?? ""])
-                }
-                printTable(rows, console: console)
-                console.print()
-                console.print("\(entries.count) entr\(entries.count == 1 ? "y" : "ies") from \(Set(entries.map(\.node)).count) node(s); rows: --format json")
-            }
+        case .json: console.print(json(entries).render())
+        case .table: printTable(entries, console: console)
         }
         return .ok
+    }
+
+    /// `--table` as the conflict log names tables (schema.table).
+    private func parseTable() throws -> String? {
+        guard let table else { return nil }
+        guard case .table(let name)? = try? TablePattern(parsing: table) else {
+            throw CLIError(.usage, "--table \(table): expected schema.table")
+        }
+        return "\(name.schema).\(name.name)"
+    }
+
+    /// One cut-off for every node, computed once (on `anchor`).
+    private func cutoff(_ anchor: PGConnection) throws -> String? {
+        guard let since else { return nil }
+        do { return try anchor.query(ConflictMaintenance.since, [since]).first?["since"] } catch let error as PGError {
+            throw CLIError(.usage, "--since \(since): not an interval (\"2 hours\") or a timestamp: \(error.message)")
+        }
+    }
+
+    private func json(_ entries: [Entry]) -> JSON {
+        func raw(_ value: String?) -> JSON { value.map { .raw($0) } ?? .null }
+        return JSON.array(entries.map { entry in
+            .object([
+                ("node", .string(entry.node)), ("logged_at", .optional(entry["logged_at"])), ("table_name", .optional(entry["table_name"])),
+                ("key", raw(entry["key"])), ("kind", .optional(entry["kind"])), ("winner", .optional(entry["winner"])),
+                ("reason", .optional(entry["reason"])), ("local_version", raw(entry["local_version"])), ("local_row", raw(entry["local_row"])),
+                ("remote_version", raw(entry["remote_version"])), ("remote_row", raw(entry["remote_row"])), ("peer", .optional(entry["peer"])),
+            ])
+        })
+    }
+
+    private func printTable(_ entries: [Entry], console: Console) {
+        guard !entries.isEmpty else {
+            console.print("No conflicts logged" + (since.map { " since \($0)" } ?? "") + (table.map { " for \($0)" } ?? "") + ".")
+            return
+        }
+        var rows = [["NODE", "TIME (UTC)", "TABLE", "KEY", "KIND", "WINNER", "PEER", "LOCAL VERSION", "REMOTE VERSION", "REASON"]]
+        for entry in entries {
+            rows.append([entry.node, String((entry["logged_at"] ?? "").prefix(23)), entry["table_name"] ?? "", entry["key"] ?? "",
+                         entry["kind"] ?? "", entry["winner"] ?? "", entry["peer"] ?? "-", entry["local_version"] ?? "-",
+                         entry["remote_version"] ?? "-", entry["reason"] ?? ""])
+        }
+        MMLiteCLI.printTable(rows, console: console)
+        console.print()
+        console.print("\(entries.count) entr\(entries.count == 1 ? "y" : "ies") from \(Set(entries.map(\.node)).count) node(s); rows: --format json")
     }
 }
 
@@ -108,36 +119,19 @@ struct ConflictsPrune {
                 continue
             }
             do {
-                var statements: [String] = []
-                if try connection.query("SELECT pg_catalog.to_regclass('mmlite.conflicts') IS NOT NULL").scalar == "t" {
-                    statements.append(ConflictMaintenance.pruneLog(retention: config.mesh.conflictLogRetention))
-                }
-                for name in (ConflictSetup.registry(connection) ?? [:]).keys.sorted() {
-                    let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
-                    guard parts.count == 2 else { continue }
-                    statements.append(ConflictSQL.prune(QualifiedName(schema: parts[0], name: parts[1]), tombstoneAge: config.mesh.tombstoneRetention))
-                }
-                if statements.isEmpty {
+                let work = try plan(connection, config: config)
+                if work.isEmpty {
                     console.print("\(node.name): no conflict log or opted-in table; nothing to prune")
                     continue
                 }
                 if dryRun {
                     console.print("-- \(node.name)")
-                    for statement in statements { console.print(statement + ";") }
+                    for statement in work.statements { console.print(statement + ";") }
                     continue
                 }
-                try connection.execute("BEGIN")
-                var removed = "0"
-                for (index, statement) in statements.enumerated() {
-                    if index == 0 && statement.contains("mmlite.conflicts") {
-                        removed = try connection.query(statement).scalar ?? "0"
-                    } else {
-                        try connection.execute(statement)
-                    }
-                }
-                try connection.execute("COMMIT")
+                let removed = try prune(work, connection)
                 done += 1
-                console.print("\(node.name): removed \(removed) conflict-log row\(removed == "1" ? "" : "s") older than \(config.mesh.conflictLogRetention); pruned change rows and tombstones older than \(config.mesh.tombstoneRetention) of \(statements.count - (statements.first?.contains("mmlite.conflicts") == true ? 1 : 0)) opted-in table(s)")
+                console.print("\(node.name): removed \(removed) conflict-log row\(removed == "1" ? "" : "s") older than \(config.mesh.conflictLogRetention); pruned change rows and tombstones older than \(config.mesh.tombstoneRetention) of \(work.tables.count) opted-in table(s)")
             } catch {
                 _ = try? connection.execute("ROLLBACK")
                 problems += 1
@@ -146,5 +140,37 @@ struct ConflictsPrune {
         }
         if problems == 0 { return .ok }
         return done == 0 && !dryRun ? .unavailable : .partial
+    }
+
+    /// What to prune on one node: the conflict log (a query returning the
+    /// rows removed) and each opted-in table (statements without a result).
+    struct Work {
+        var log: String?
+        var tables: [String] = []
+        var statements: [String] { (log.map { [$0] } ?? []) + tables }
+        var isEmpty: Bool { log == nil && tables.isEmpty }
+    }
+
+    private func plan(_ connection: PGConnection, config: MeshConfig) throws -> Work {
+        var work = Work()
+        if try Catalog.conflictLogExists(connection) {
+            work.log = ConflictMaintenance.pruneLog(retention: config.mesh.conflictLogRetention)
+        }
+        for name in (Catalog.conflictRegistry(connection) ?? [:]).keys.sorted() {
+            let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            work.tables.append(ConflictSQL.prune(QualifiedName(schema: parts[0], name: parts[1]), tombstoneAge: config.mesh.tombstoneRetention))
+        }
+        return work
+    }
+
+    /// Runs `work` in one transaction; returns the number of conflict-log rows removed.
+    private func prune(_ work: Work, _ connection: PGConnection) throws -> String {
+        try connection.execute("BEGIN")
+        var removed = "0"
+        if let log = work.log { removed = try connection.query(log).first?["removed"] ?? "0" }
+        for statement in work.tables { try connection.execute(statement) }
+        try connection.execute("COMMIT")
+        return removed
     }
 }

@@ -2,82 +2,6 @@ import Foundation
 import MMLiteCore
 import PostgresClient
 
-/// A usage error unless `name` is a node of the configuration file at `path`
-/// (the message lists the nodes; `hint` is appended).
-func requireNode(_ name: String, in config: MeshConfig, path: String, hint: String = "") throws {
-    guard config.node(named: name) == nil else { return }
-    throw CLIError(.usage, "\(name) is not a node in \(path) (nodes: \(config.nodes.map(\.name).joined(separator: ", ")))" + hint)
-}
-
-/// Loads the configuration file, with libpq itself validating every DSN.
-func loadConfig(_ path: String, console: Console) throws -> MeshConfig {
-    guard FileManager.default.fileExists(atPath: path) else {
-        throw CLIError(.config, "no configuration file at \(path) (pass -c FILE, or try `mmlite sandbox up`, which writes one)")
-    }
-    let text: String
-    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-        throw CLIError(.config, "cannot read \(path): \(error.localizedDescription)")
-    }
-    do {
-        let config = try MeshConfig.parse(text, file: path, validateDSN: { dsn in
-            do {
-                _ = try parseConninfo(dsn)
-                return nil
-            } catch let error as PGError {
-                return DSN.redact(error.message, secrets: DSN.passwords(in: dsn))
-            } catch {
-                return "\(error)"
-            }
-        })
-        console.addSecrets(config.secrets)
-        return config
-    } catch let error as ConfigError {
-        throw CLIError(.config, "invalid configuration: \(error)")
-    }
-}
-
-/// One open connection per reachable node.
-final class Connections {
-    let config: MeshConfig
-    private(set) var open: [String: PGConnection] = [:]
-    private(set) var errors: [String: String] = [:]
-
-    init(config: MeshConfig, console: Console) {
-        self.config = config
-        for node in config.nodes {
-            do {
-                open[node.name] = try Self.connect(node.dsn)
-                console.debug("connected to \(node.name) (\(DSN.masked(node.dsn)))")
-            } catch let error as PGError {
-                errors[node.name] = console.redact(error.message)
-            } catch {
-                errors[node.name] = console.redact("\(error)")
-            }
-        }
-    }
-
-    static func connect(_ dsn: String) throws -> PGConnection {
-        var overrides = ["application_name": "mmlite"]
-        if DSN.value("connect_timeout", in: dsn) == nil && ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
-            overrides["connect_timeout"] = "10"
-        }
-        if DSN.value("application_name", in: dsn) != nil { overrides["application_name"] = nil }
-        return try PGConnection(dsn, overrides: overrides)
-    }
-
-    subscript(name: String) -> PGConnection? { open[name] }
-
-    /// Re-opens a node's connection (after it failed mid-command).
-    func reconnect(_ name: String) -> PGConnection? {
-        guard let node = config.node(named: name) else { return nil }
-        open[name]?.close()
-        open[name] = try? Self.connect(node.dsn)
-        return open[name]
-    }
-
-    var unreachable: [String] { config.nodes.map(\.name).filter { open[$0] == nil } }
-}
-
 /// What the probes should test.
 struct ProbeRequest {
     /// Nodes to test the mmlite plugin on.
@@ -128,55 +52,64 @@ struct Inspector {
         return console.redact("\(error)")
     }
 
+    /// Version, role, privileges, settings and tables of a node.
     private func basics(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
-        let row = try connection.query("""
-            SELECT current_setting('server_version_num'), current_setting('server_version'), current_database(),
-                   current_user, r.rolsuper, r.rolreplication,
-                   has_database_privilege(current_database(), 'CREATE'),
-                   CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')
-                        THEN pg_has_role('pg_create_subscription', 'MEMBER') ELSE false END,
-                   EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'mmlite')
-            FROM pg_roles r WHERE r.rolname = current_user
-            """)
-        facts.versionNumber = Int(row.value(0, "current_setting") ?? "") ?? connection.serverVersionNumber
-        let values = row.rows.first ?? []
-        func text(_ index: Int) -> String { index < values.count ? (values[index] ?? "") : "" }
-        facts.versionNumber = Int(text(0)) ?? connection.serverVersionNumber
-        facts.versionString = String(text(1).split(separator: " ").first ?? "")
-        facts.database = text(2)
-        facts.role = text(3)
-        facts.privileges.superuser = text(4) == "t"
-        facts.privileges.replication = text(5) == "t"
-        facts.privileges.createOnDatabase = text(6) == "t"
-        facts.privileges.createSubscription = text(7) == "t"
-        facts.pluginFilesInstalled = text(8) == "t"
+        try server(&facts, connection)
+        try settings(&facts, connection)
+        try tables(&facts, connection)
+    }
 
+    private func server(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
+        let row = try connection.query("""
+            SELECT current_setting('server_version_num') AS server_version_num, current_setting('server_version') AS server_version,
+                   current_database() AS database, current_user AS role, r.rolsuper AS superuser, r.rolreplication AS replication,
+                   has_database_privilege(current_database(), 'CREATE') AS create_on_database,
+                   CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')
+                        THEN pg_has_role('pg_create_subscription', 'MEMBER') ELSE false END AS create_subscription,
+                   EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'mmlite') AS plugin_files_installed
+            FROM pg_roles r WHERE r.rolname = current_user
+            """).first
+        facts.versionNumber = row?.int("server_version_num") ?? connection.serverVersionNumber
+        facts.versionString = String((row?["server_version"] ?? "").split(separator: " ").first ?? "")
+        facts.database = row?["database"] ?? ""
+        facts.role = row?["role"] ?? ""
+        facts.privileges.superuser = row?.bool("superuser") ?? false
+        facts.privileges.replication = row?.bool("replication") ?? false
+        facts.privileges.createOnDatabase = row?.bool("create_on_database") ?? false
+        facts.privileges.createSubscription = row?.bool("create_subscription") ?? false
+        facts.pluginFilesInstalled = row?.bool("plugin_files_installed") ?? false
+    }
+
+    /// The settings the checks read; a setting this server does not know stays absent.
+    private func settings(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
         let settings = try connection.query("""
-            SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])
+            SELECT name AS name, setting AS setting FROM pg_settings WHERE name = ANY($1::text[])
             """, [arrayLiteral(["wal_level", "max_replication_slots", "max_wal_senders", "max_logical_replication_workers",
                                 "max_worker_processes", "track_commit_timestamp", "output_plugin_libraries",
                                 "max_active_replication_origins"])])
-        for row in settings.rows {
-            if let name = row[0], let value = row[1] { facts.settings[name] = value }
+        for row in settings.named {
+            if let name = row["name"], let value = row["setting"] { facts.settings[name] = value }
         }
+    }
 
+    private func tables(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
         let tables = try connection.query("""
-            SELECT n.nspname, c.relname, c.relreplident::text, greatest(c.reltuples, 0)::bigint,
-                   EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                   pg_has_role(c.relowner, 'USAGE'),
+            SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text AS replica_identity,
+                   greatest(c.reltuples, 0)::bigint AS row_estimate,
+                   EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_primary_key,
+                   pg_has_role(c.relowner, 'USAGE') AS is_owner,
                    (SELECT string_agg(ci.relname::text, ',' ORDER BY ci.relname) FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
-                    WHERE i.indrelid = c.oid AND i.indisunique AND NOT i.indisprimary)
+                    WHERE i.indrelid = c.oid AND i.indisunique AND NOT i.indisprimary) AS unique_indexes
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
             """)
-        for row in tables.rows {
-            guard let schema = row[0], let name = row[1] else { continue }
-            let qualified = QualifiedName(schema: schema, name: name)
-            facts.tables[qualified] = TableFacts(name: qualified, columns: [], hasPrimaryKey: row[4] == "t",
-                                                 replicaIdentity: row[2] ?? "d", isOwner: row[5] == "t",
-                                                 rowEstimate: Int64(row[3] ?? "0") ?? 0)
-            facts.tables[qualified]?.secondaryUniqueIndexes = (row[6] ?? "").split(separator: ",").map(String.init)
+        for row in tables.named {
+            guard let qualified = Catalog.qualifiedName(row) else { continue }
+            facts.tables[qualified] = TableFacts(name: qualified, columns: [], hasPrimaryKey: row.bool("has_primary_key") ?? false,
+                                                 replicaIdentity: row["replica_identity"] ?? "d", isOwner: row.bool("is_owner") ?? false,
+                                                 rowEstimate: row.int64("row_estimate") ?? 0)
+            facts.tables[qualified]?.secondaryUniqueIndexes = (row["unique_indexes"] ?? "").split(separator: ",").map(String.init)
         }
     }
 
@@ -184,10 +117,11 @@ struct Inspector {
         let present = tables.filter { facts.tables[$0] != nil }
         guard !present.isEmpty else { return }
         let result = try connection.query("""
-            SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
-                   pg_get_expr(d.adbin, d.adrelid), nullif(a.attidentity::text, ''),
+            SELECT n.nspname AS schema_name, c.relname AS table_name, a.attname AS column_name,
+                   format_type(a.atttypid, a.atttypmod) AS type, pg_get_expr(d.adbin, d.adrelid) AS default_expression,
+                   nullif(a.attidentity::text, '') AS identity,
                    coalesce(pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname),
-                            substring(pg_get_expr(d.adbin, d.adrelid) from $$^nextval\\('(.+)'::regclass\\)$$))
+                            substring(pg_get_expr(d.adbin, d.adrelid) from $$^nextval\\('(.+)'::regclass\\)$$)) AS sequence
             FROM pg_attribute a
             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -196,79 +130,38 @@ struct Inspector {
             ORDER BY n.nspname, c.relname, a.attnum
             """, [arrayLiteral(present.map(\.sql))])
         var sequenceColumns: [(QualifiedName, String, String)] = []
-        for row in result.rows {
-            guard let schema = row[0], let table = row[1], let column = row[2], let type = row[3] else { continue }
-            let name = QualifiedName(schema: schema, name: table)
-            facts.tables[name]?.columns.append(ColumnFacts(name: column, type: type, defaultExpression: row[4], identity: row[5]))
-            if let sequence = row[6] { sequenceColumns.append((name, column, sequence)) }
+        for row in result.named {
+            guard let name = Catalog.qualifiedName(row), let column = row["column_name"], let type = row["type"] else { continue }
+            facts.tables[name]?.columns.append(ColumnFacts(name: column, type: type, defaultExpression: row["default_expression"], identity: row["identity"]))
+            if let sequence = row["sequence"] { sequenceColumns.append((name, column, sequence)) }
         }
         guard !sequenceColumns.isEmpty else { return }
         let sequences = try connection.query("""
-            SELECT x, s.schemaname, s.sequencename, s.increment_by, s.start_value, s.last_value
+            SELECT x AS given, s.schemaname AS schema_name, s.sequencename AS sequence_name, s.increment_by AS increment,
+                   s.start_value AS start, s.last_value AS last_value
             FROM unnest($1::text[]) x
             JOIN pg_sequences s ON to_regclass(x) = to_regclass(format('%I.%I', s.schemaname, s.sequencename))
-            """, [arrayLiteral(sequenceColumns.map(\.2))])
+            """, [arrayLiteral(sequenceColumns.map(\.2))]).named
         for (table, column, sequence) in sequenceColumns {
-            guard let row = sequences.rows.first(where: { $0[0] == sequence }) else { continue }
+            guard let row = sequences.first(where: { $0["given"] == sequence }) else { continue }
             facts.tables[table]?.sequences.append(SequenceFacts(
-                column: column, sequence: QualifiedName(schema: row[1] ?? "", name: row[2] ?? ""),
-                increment: Int64(row[3] ?? "1") ?? 1, start: Int64(row[4] ?? "1") ?? 1, lastValue: row[5].flatMap { Int64($0) }))
+                column: column, sequence: QualifiedName(schema: row["schema_name"] ?? "", name: row["sequence_name"] ?? ""),
+                increment: row.int64("increment") ?? 1, start: row.int64("start") ?? 1, lastValue: row.int64("last_value")))
         }
     }
 
     /// This mesh's objects on a node.
     func state(of facts: NodeFacts, _ connection: PGConnection, tables: [QualifiedName]) throws -> NodeState {
-        var state = NodeState(name: facts.name, versionNumber: facts.versionNumber)
-        let publication = try connection.query("SELECT puballtables FROM pg_publication WHERE pubname = $1", [names.publication])
-        if let row = publication.rows.first {
-            let members = try connection.query("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", [names.publication])
-            state.publication = PublicationState(
-                tables: Set(members.rows.compactMap { row in row[0].flatMap { schema in row[1].map { QualifiedName(schema: schema, name: $0) } } }),
-                allTables: row[0] == "t")
-        }
-        let prefix = names.prefix
-        let slots = try connection.query("""
-            SELECT slot_name, coalesce(plugin, ''), database, active FROM pg_replication_slots
-            WHERE left(slot_name::text, length($1)) = $1
-            """, [prefix])
-        for row in slots.rows {
-            guard let name = row[0] else { continue }
-            state.slots[name] = SlotState(plugin: row[1] ?? "", database: row[2], active: row[3] == "t")
-        }
-        let readConninfo = facts.privileges.superuser
-        let originColumn = facts.major >= 16 ? "s.suborigin" : "NULL::text"
-        let subscriptions = try connection.query("""
-            SELECT s.oid, s.subname, s.subenabled, s.subslotname, array_to_string(s.subpublications, ','),
-                   \(readConninfo ? "s.subconninfo" : "NULL::text"), \(originColumn)
-            FROM pg_subscription s
-            WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND left(s.subname::text, length($1)) = $1
-            """, [prefix])
-        for row in subscriptions.rows {
-            guard let oid = row[0], let name = row[1] else { continue }
-            let relations = try connection.query("""
-                SELECT n.nspname, c.relname FROM pg_subscription_rel r
-                JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE r.srsubid = $1::oid
-                """, [oid])
-            state.subscriptions[name] = SubscriptionState(
-                enabled: row[2] == "t", slotName: row[3],
-                publications: (row[4] ?? "").split(separator: ",").map(String.init),
-                conninfo: row[5], origin: row[6],
-                tables: Set(relations.rows.compactMap { r in r[0].flatMap { schema in r[1].map { QualifiedName(schema: schema, name: $0) } } }))
-        }
-        return state
+        try Catalog(connection, names: names).state(
+            name: facts.name, versionNumber: facts.versionNumber,
+            subscriptionColumns: Catalog.SubscriptionColumns(conninfo: facts.privileges.superuser, tables: true))
     }
 
     /// Counts of other slots and subscriptions (for the capacity checks).
     func countOthers(_ facts: inout NodeFacts, _ connection: PGConnection) {
-        let prefix = names.prefix
-        if let total = try? connection.query("SELECT count(*) FILTER (WHERE left(slot_name::text, length($1)) <> $1) FROM pg_replication_slots", [prefix]).scalar {
-            facts.otherSlots = Int(total) ?? 0
-        }
-        if let total = try? connection.query("SELECT count(*) FILTER (WHERE left(subname::text, length($1)) <> $1) FROM pg_subscription", [prefix]).scalar {
-            facts.otherSubscriptions = Int(total) ?? 0
-        }
+        let others = Catalog(connection, names: names).otherObjects()
+        if let slots = others.slots { facts.otherSlots = slots }
+        if let subscriptions = others.subscriptions { facts.otherSubscriptions = subscriptions }
     }
 
     /// Runs the requested probes and stores their results in `facts`.
@@ -301,9 +194,9 @@ struct Inspector {
             return .ok
         } catch let error as PGError {
             if error.kind == .connection { return .skipped(console.redact(error.message)) }
-            return .failed(console.redact(error.message))
+            return .failed(sqlState: SQLState(error.sqlState), message: console.redact(error.message))
         } catch {
-            return .failed(describe(error))
+            return .failed(sqlState: nil, message: describe(error))
         }
     }
 
@@ -318,11 +211,11 @@ struct Inspector {
             try connection.execute("CREATE SUBSCRIPTION \(name) CONNECTION \(SQL.literal(peerDSN)) PUBLICATION \(names.publication) WITH (connect = true, enabled = false, create_slot = false, slot_name = NONE, copy_data = false)")
             return .ok
         } catch let error as PGError {
-            if error.sqlState == "42501" { return .skipped("\(facts.role) may not create subscriptions: \(console.redact(error.message))") }
+            if SQLState(error.sqlState) == .insufficientPrivilege { return .skipped("\(facts.role) may not create subscriptions: \(console.redact(error.message))") }
             if error.kind == .connection { return .skipped(console.redact(error.message)) }
-            return .failed(console.redact(error.message))
+            return .failed(sqlState: SQLState(error.sqlState), message: console.redact(error.message))
         } catch {
-            return .failed(describe(error))
+            return .failed(sqlState: nil, message: describe(error))
         }
     }
 }

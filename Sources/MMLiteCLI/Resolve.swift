@@ -17,21 +17,12 @@ struct SubscriptionInfo {
     var appliedUpTo: LSN?
 
     static func read(_ connection: PGConnection, name: String) throws -> SubscriptionInfo? {
-        let major = connection.serverMajorVersion
-        let result = try connection.query("""
-            SELECT s.oid, s.subenabled, \(major >= 16 ? "s.suborigin" : "NULL::text"), coalesce(s.subslotname::text, ''),
-                   \(major >= 15 ? "s.subskiplsn::text" : "NULL::text"),
-                   EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.pid IS NOT NULL),
-                   \(major >= 15 ? "coalesce((SELECT st.apply_error_count FROM pg_catalog.pg_stat_subscription_stats st WHERE st.subid = s.oid), 0)" : "0"),
-                   pg_catalog.pg_replication_origin_progress('pg_' || s.oid, true)::text
-            FROM pg_catalog.pg_subscription s
-            WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-            """, [name])
-        guard let row = result.rows.first, let oid = row[0] else { return nil }
-        return SubscriptionInfo(name: name, oid: oid, enabled: row[1] == "t", origin: row[2], slot: row[3] ?? "",
-                                skipLSN: row[4].flatMap { LSN($0) }.flatMap { $0 == .zero ? nil : $0 },
-                                workerRunning: row[5] == "t", applyErrors: Int64(row[6] ?? "0") ?? 0,
-                                appliedUpTo: row[7].flatMap { LSN($0) })
+        let catalog = Catalog(connection)
+        guard let state = try catalog.subscriptions(Catalog.SubscriptionColumns(progress: true), named: name)[name],
+              let oid = state.oid else { return nil }
+        return SubscriptionInfo(name: name, oid: oid, enabled: state.enabled, origin: state.origin, slot: state.slotName ?? "",
+                                skipLSN: state.skipLSN, workerRunning: state.workers > 0, applyErrors: state.applyErrors ?? 0,
+                                appliedUpTo: state.appliedUpTo)
     }
 }
 
@@ -53,12 +44,12 @@ enum SlotPeek {
             if originNone { options += ", 'origin', 'none'" }
             let result: PGResult
             do {
-                result = try publisher.query("SELECT data::text FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \(options))",
+                result = try publisher.query("SELECT data::text AS data FROM pg_catalog.pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \(options))",
                                              [slot, String(limit)])
-            } catch let error as PGError where error.sqlState == "55006" {
+            } catch let error as PGError where SQLState(error.sqlState) == .objectInUse {
                 throw Busy()
             }
-            let messages = try result.rows.map { try PgOutput.bytes(fromHex: $0[0] ?? "") }
+            let messages = try result.named.map { try PgOutput.bytes(fromHex: $0["data"] ?? "") }
             let (complete, open) = try PgOutput.transactions(messages)
             if let pending = PgOutput.firstPending(complete, appliedUpTo: appliedUpTo) { return pending }
             if result.rows.count < limit {
@@ -104,7 +95,6 @@ struct Resolve {
     func run() throws -> ExitStatus {
         let console = context.console
         let config = try loadConfig(configPath, console: console)
-        let names = config.names
         try requireNode(node, in: config, path: configPath)
         if let from {
             try requireNode(from, in: config, path: configPath)
@@ -114,27 +104,47 @@ struct Resolve {
             throw CLIError(.unavailable, "\(node) is unreachable")
         }
         defer { subscriber.close() }
-        let major = subscriber.serverMajorVersion
-        guard major >= 15 else {
+        let capabilities = subscriber.capabilities
+        guard capabilities.subscriptionSkip else {
             throw CLIError(.config, """
-                \(node) runs PostgreSQL \(major): ALTER SUBSCRIPTION ... SKIP needs 15 or later. Instead, on \(node): \
+                \(node) runs PostgreSQL \(capabilities.major): ALTER SUBSCRIPTION ... SKIP needs 15 or later. Instead, on \(node): \
                 find the failing transaction's "finished at" LSN in the server log, then ALTER SUBSCRIPTION <name> DISABLE; \
                 SELECT pg_replication_origin_advance('pg_' || <subscription oid>, '<that LSN>'); ALTER SUBSCRIPTION <name> ENABLE \
                 (this skips the transaction without a record), or remove the row the transaction conflicts with on \(node)
                 """)
         }
-        let peers = from.map { [$0] } ?? config.nodes.map(\.name).filter { $0 != node }
+        let stuck = try stuckCandidates(try candidates(subscriber, config: config), subscriber: subscriber)
+        guard !stuck.isEmpty else {
+            let what = from.map { "the link \($0) -> \(node)" } ?? "no link into \(node)"
+            console.print(from == nil ? "Nothing to resolve: \(what) keeps failing." : "Nothing to resolve: \(what) is not failing (no new apply error within \(Int(timeout)) s).")
+            return from == nil ? .ok : .failure
+        }
+        var result = ExitStatus.ok
+        for candidate in stuck {
+            let status = try resolve(candidate, subscriber: subscriber, config: config)
+            if status != .ok { result = status }
+        }
+        return result
+    }
+
+    /// The subscriptions into `node` to consider: from `--from`, else from every peer.
+    private func candidates(_ subscriber: PGConnection, config: MeshConfig) throws -> [Candidate] {
+        let names = config.names
         var candidates: [Candidate] = []
-        for peer in peers {
+        for peer in from.map({ [$0] }) ?? config.nodes.map(\.name).filter({ $0 != node }) {
             guard let info = try SubscriptionInfo.read(subscriber, name: names.subscription(publisher: peer)) else {
                 if from != nil { throw CLIError(.failure, "\(node) has no subscription \(names.subscription(publisher: peer)) (run mmlite apply)") }
                 continue
             }
             candidates.append(Candidate(peer: peer, info: info))
         }
+        return candidates
+    }
 
-        // Only a link that keeps failing is skipped: a link that is merely
-        // behind must not lose a transaction.
+    /// Only a link that keeps failing is skipped: a link that is merely
+    /// behind must not lose a transaction.
+    private func stuckCandidates(_ candidates: [Candidate], subscriber: PGConnection) throws -> [Candidate] {
+        let console = context.console
         var stuck: [Candidate] = []
         let failing = candidates.filter { $0.info.applyErrors > 0 }
         if !failing.isEmpty {
@@ -160,24 +170,31 @@ struct Resolve {
             }
             if failedAgain { stuck.append(candidate) }
         }
-        guard !stuck.isEmpty else {
-            let what = from.map { "the link \($0) -> \(node)" } ?? "no link into \(node)"
-            console.print(from == nil ? "Nothing to resolve: \(what) keeps failing." : "Nothing to resolve: \(what) is not failing (no new apply error within \(Int(timeout)) s).")
-            return from == nil ? .ok : .failure
-        }
+        return stuck
+    }
 
-        var result = ExitStatus.ok
-        for candidate in stuck {
-            let status = try resolve(candidate, subscriber: subscriber, config: config)
-            if status != .ok { result = status }
+    /// One link being resolved: its connections and names.
+    private struct Target {
+        var candidate: Candidate
+        var subscriber: PGConnection
+        var publisher: PGConnection
+        var slot: String
+        var publication: String
+        var link: String
+        var subscription: String { candidate.info.name }
+        var originNone: Bool { candidate.info.origin == "none" }
+
+        /// The first transaction the subscriber has not applied.
+        func firstPending(console: Console) throws -> PgOutput.Transaction? {
+            let info = try SubscriptionInfo.read(subscriber, name: subscription)
+            return try SlotPeek.firstPending(publisher, slot: slot, publication: publication,
+                                             originNone: originNone, appliedUpTo: info?.appliedUpTo, console: console)
         }
-        return result
     }
 
     /// Skips the failing transaction of one subscription.
     private func resolve(_ candidate: Candidate, subscriber: PGConnection, config: MeshConfig) throws -> ExitStatus {
         let console = context.console
-        let subscription = candidate.info.name
         let link = "\(candidate.peer) -> \(node)"
         guard let publisherNode = config.node(named: candidate.peer) else { return .failure }
         let publisher: PGConnection
@@ -186,112 +203,124 @@ struct Resolve {
             return .unavailable
         }
         defer { publisher.close() }
-        let originNone = candidate.info.origin == "none"
-        let slot = candidate.info.slot.isEmpty ? config.names.slot(subscriber: node) : candidate.info.slot
-
-        if dryRun {
-            // No change at all: peek while the failing worker is between retries.
-            var pending: PgOutput.Transaction?
-            var peeked = false
-            var failure: String?
-            _ = pollUntil(timeout: timeout, interval: 0.3) {
-                do {
-                    let info = try SubscriptionInfo.read(subscriber, name: subscription)
-                    pending = try SlotPeek.firstPending(publisher, slot: slot, publication: config.names.publication,
-                                                        originNone: originNone, appliedUpTo: info?.appliedUpTo, console: console)
-                    peeked = true
-                } catch is SlotPeek.Busy {
-                    return false
-                } catch {
-                    failure = console.redact((error as? PGError)?.message ?? "\(error)")
-                }
-                return true
-            }
-            if let failure {
-                console.error("mmlite: \(link): cannot read slot \(slot) on \(candidate.peer): \(failure)")
-                return .failure
-            }
-            guard peeked else {
-                console.error("mmlite: \(link): slot \(slot) stayed in use for \(Int(timeout)) s; try again")
-                return .partial
-            }
-            guard let pending else {
-                console.print("\(link): nothing pending on slot \(slot); nothing would be skipped.")
-                return .ok
-            }
-            report(pending, link: link, subscription: subscription, verb: "Would skip")
-            return .ok
-        }
+        let target = Target(candidate: candidate, subscriber: subscriber, publisher: publisher,
+                            slot: candidate.info.slot.isEmpty ? config.names.slot(subscriber: node) : candidate.info.slot,
+                            publication: config.names.publication, link: link)
+        if dryRun { return preview(target) }
 
         // 1. Stop the worker, so the slot is free and nothing is applied meanwhile.
-        console.print("\(link): disabling \(subscription) ...")
-        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) DISABLE")
-        let stopped = pollUntil(timeout: timeout, interval: 0.2) {
-            let workers = try subscriber.query("SELECT count(*) FROM pg_catalog.pg_stat_subscription WHERE subid = $1::oid AND pid IS NOT NULL", [candidate.info.oid]).scalar
-            let active = try publisher.query("SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slot]).scalar
-            return workers == "0" && active != "t"
-        }
-        func reenable() { _ = try? subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) ENABLE") }
-        guard stopped else {
-            reenable()
+        console.print("\(link): disabling \(target.subscription) ...")
+        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) DISABLE")
+        guard stopped(target) else {
+            reenable(target)
             console.error("mmlite: \(link): the apply worker or the walsender did not stop within \(Int(timeout)) s; nothing skipped")
             return .partial
         }
-
         // 2. The first transaction not applied yet is the failing one.
         let pending: PgOutput.Transaction?
-        do {
-            let info = try SubscriptionInfo.read(subscriber, name: subscription)
-            pending = try SlotPeek.firstPending(publisher, slot: slot, publication: config.names.publication,
-                                                originNone: originNone, appliedUpTo: info?.appliedUpTo, console: console)
-        } catch {
-            reenable()
-            console.error("mmlite: \(link): cannot read slot \(slot) on \(candidate.peer): \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(subscription) enabled again")
+        do { pending = try target.firstPending(console: console) } catch {
+            reenable(target)
+            console.error("mmlite: \(link): cannot read slot \(target.slot) on \(candidate.peer): \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(target.subscription) enabled again")
             return .failure
         }
         guard let pending else {
-            reenable()
-            console.print("\(link): nothing pending on slot \(slot); nothing skipped, \(subscription) enabled again.")
+            reenable(target)
+            console.print("\(link): nothing pending on slot \(target.slot); nothing skipped, \(target.subscription) enabled again.")
             return .ok
         }
-
         // 3. Record what is lost and set the skip in one transaction: no skip without a record.
-        do {
-            try subscriber.execute(ConflictSQL.shared)
-            try subscriber.execute("BEGIN")
-            let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(jsonQuoted(candidate.peer)), \"committed_at\": \"\(SlotPeek.time(pending.commitTime))\"}"
-            if pending.changes.isEmpty {
-                try subscriber.query(ConflictMaintenance.recordSkip, ["", "{}", nil, version, candidate.peer])
-            }
-            for change in pending.changes {
-                try subscriber.query(ConflictMaintenance.recordSkip,
-                                     [change.relation.qualifiedName, change.keyJSON,
-                                      change.operation == .delete || change.operation == .truncate ? nil : change.rowJSON,
-                                      version, candidate.peer])
-            }
-            try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) SKIP (lsn = \(SQL.literal(pending.finalLSN.description)))")
-            try subscriber.execute("COMMIT")
-        } catch {
+        do { try recordAndSkip(pending, target) } catch {
             _ = try? subscriber.execute("ROLLBACK")
-            reenable()
-            console.error("mmlite: \(link): could not record and skip: \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(subscription) enabled again")
+            reenable(target)
+            console.error("mmlite: \(link): could not record and skip: \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(target.subscription) enabled again")
             return .failure
         }
-        report(pending, link: link, subscription: subscription, verb: "Skipped")
-
+        report(pending, link: link, subscription: target.subscription, verb: "Skipped")
         // 4. Restart and wait until the worker is past the skipped transaction.
-        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(subscription)) ENABLE")
+        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) ENABLE")
+        return waitPast(pending, target)
+    }
+
+    /// `--dry-run`: no change at all; peek while the failing worker is between retries.
+    private func preview(_ target: Target) -> ExitStatus {
+        let console = context.console
+        var pending: PgOutput.Transaction?
+        var peeked = false
+        var failure: String?
+        _ = pollUntil(timeout: timeout, interval: 0.3) {
+            do {
+                pending = try target.firstPending(console: console)
+                peeked = true
+            } catch is SlotPeek.Busy {
+                return false
+            } catch {
+                failure = console.redact((error as? PGError)?.message ?? "\(error)")
+            }
+            return true
+        }
+        if let failure {
+            console.error("mmlite: \(target.link): cannot read slot \(target.slot) on \(target.candidate.peer): \(failure)")
+            return .failure
+        }
+        guard peeked else {
+            console.error("mmlite: \(target.link): slot \(target.slot) stayed in use for \(Int(timeout)) s; try again")
+            return .partial
+        }
+        guard let pending else {
+            console.print("\(target.link): nothing pending on slot \(target.slot); nothing would be skipped.")
+            return .ok
+        }
+        report(pending, link: target.link, subscription: target.subscription, verb: "Would skip")
+        return .ok
+    }
+
+    /// Whether the subscription's workers and the walsender stopped within the timeout.
+    private func stopped(_ target: Target) -> Bool {
+        pollUntil(timeout: timeout, interval: 0.2) {
+            let workers = try SubscriptionInfo.read(target.subscriber, name: target.subscription)?.workerRunning ?? false
+            let active = try Catalog(target.publisher).slots(named: target.slot)[target.slot]?.active ?? false
+            return !workers && !active
+        }
+    }
+
+    private func reenable(_ target: Target) {
+        _ = try? target.subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) ENABLE")
+    }
+
+    /// Records the transaction's changes in mmlite.conflicts and sets the skip, in one transaction.
+    private func recordAndSkip(_ pending: PgOutput.Transaction, _ target: Target) throws {
+        let subscriber = target.subscriber
+        let peer = target.candidate.peer
+        try subscriber.execute(ConflictSQL.shared)
+        try subscriber.execute("BEGIN")
+        let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(jsonQuoted(peer)), \"committed_at\": \"\(SlotPeek.time(pending.commitTime))\"}"
+        if pending.changes.isEmpty {
+            try subscriber.query(ConflictMaintenance.recordSkip, ["", "{}", nil, version, peer])
+        }
+        for change in pending.changes {
+            try subscriber.query(ConflictMaintenance.recordSkip,
+                                 [change.relation.qualifiedName, change.keyJSON,
+                                  change.operation == .delete || change.operation == .truncate ? nil : change.rowJSON,
+                                  version, peer])
+        }
+        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) SKIP (lsn = \(SQL.literal(pending.finalLSN.description)))")
+        try subscriber.execute("COMMIT")
+    }
+
+    /// Waits until the worker runs past the skipped transaction.
+    private func waitPast(_ pending: PgOutput.Transaction, _ target: Target) -> ExitStatus {
+        let console = context.console
         var info: SubscriptionInfo?
         let past = pollUntil(timeout: max(timeout, 30), interval: 0.3) {
-            info = try SubscriptionInfo.read(subscriber, name: subscription)
+            info = try SubscriptionInfo.read(target.subscriber, name: target.subscription)
             guard let info else { return false }
             return info.skipLSN == nil && (info.appliedUpTo ?? .zero) >= pending.finalLSN && info.workerRunning
         }
         guard past else {
-            console.error("mmlite: \(link): \(subscription) is enabled but has not got past \(pending.finalLSN) yet (applied up to \(info?.appliedUpTo?.description ?? "?"), worker \(info?.workerRunning == true ? "running" : "not running")); check `mmlite status`, run resolve again if the next transaction fails too")
+            console.error("mmlite: \(target.link): \(target.subscription) is enabled but has not got past \(pending.finalLSN) yet (applied up to \(info?.appliedUpTo?.description ?? "?"), worker \(info?.workerRunning == true ? "running" : "not running")); check `mmlite status`, run resolve again if the next transaction fails too")
             return .partial
         }
-        console.print("\(link): \(subscription) is streaming again (applied up to \(info?.appliedUpTo?.description ?? "?")).")
+        console.print("\(target.link): \(target.subscription) is streaming again (applied up to \(info?.appliedUpTo?.description ?? "?")).")
         return .ok
     }
 

@@ -40,8 +40,6 @@ public struct Checks: Sendable {
         self.unmatchedPatterns = unmatchedPatterns
     }
 
-    public static let supportedMajors = 13...18
-
     public func evaluate() -> [CheckResult] {
         var results: [CheckResult] = []
         let nodeCount = config.nodes.count
@@ -75,12 +73,12 @@ public struct Checks: Sendable {
 
     private var reachableFacts: [NodeFacts] { facts.filter(\.reachable) }
 
-    private func facts(of node: String) -> NodeFacts? { facts.first { $0.name == node } }
+    /// The mesh as the facts show it (versions of the reachable nodes only).
+    var view: MeshView { MeshView(config: config, facts: facts) }
 
     /// The filter each link gets; nil where a node's version is unknown.
     func linkFilter(publisher: String, subscriber: String) -> LinkFilter? {
-        guard let p = facts(of: publisher), p.reachable, let s = facts(of: subscriber), s.reachable else { return nil }
-        return try? LinkFilter.choose(config.mesh.filter, publisherMajor: p.major, subscriberMajor: s.major)
+        (try? view.filter(for: Link(publisher: publisher, subscriber: subscriber))) ?? nil
     }
 
     private func evaluate(_ node: NodeFacts) -> [CheckResult] {
@@ -98,8 +96,10 @@ public struct Checks: Sendable {
         }
         pass("connection", "connected to \(node.database) as \(node.role), PostgreSQL \(node.versionString)")
 
-        if !Self.supportedMajors.contains(node.major) {
-            fail("version", "PostgreSQL \(node.versionString) is not supported (mmlite supports \(Self.supportedMajors.lowerBound) to \(Self.supportedMajors.upperBound))",
+        let capabilities = node.capabilities
+        if !capabilities.isSupported {
+            let supported = ServerCapabilities.supportedMajors
+            fail("version", "PostgreSQL \(node.versionString) is not supported (mmlite supports \(supported.lowerBound) to \(supported.upperBound))",
                  "upgrade the server to PostgreSQL 13 or later")
         }
 
@@ -156,7 +156,7 @@ public struct Checks: Sendable {
             var fixes: [String] = []
             if !p.replication { missing.append("the REPLICATION attribute (to create slots)"); fixes.append("ALTER ROLE \(SQL.identifier(node.role)) REPLICATION;") }
             if !p.createOnDatabase { missing.append("CREATE on database \(node.database) (to create the publication)"); fixes.append("GRANT CREATE ON DATABASE \(SQL.identifier(node.database)) TO \(SQL.identifier(node.role));") }
-            if node.major < 16 {
+            if !capabilities.nonSuperuserSubscriptions {
                 missing.append("superuser (CREATE SUBSCRIPTION needs it before PostgreSQL 16)")
                 fixes.append("ALTER ROLE \(SQL.identifier(node.role)) SUPERUSER;  -- or upgrade to 16+ and use pg_create_subscription")
             } else if !p.createSubscription {
@@ -177,7 +177,7 @@ public struct Checks: Sendable {
 
         // Output plugin, for the links this node publishes with it.
         let subscribersNeedingPlugin = config.nodes.map(\.name).filter { $0 != name && linkFilter(publisher: name, subscriber: $0) == .mmlite }
-        if config.nodes.count > 1 && subscribersNeedingPlugin.isEmpty && node.major >= 16 && config.mesh.filter != .mmlite {
+        if config.nodes.count > 1 && subscribersNeedingPlugin.isEmpty && capabilities.originNone && config.mesh.filter != .mmlite {
             pass("plugin", "every link from \(name) uses native origin = none (PostgreSQL 16+ on both ends); the mmlite plugin is not needed here")
         } else if !subscribersNeedingPlugin.isEmpty {
             results += pluginCheck(node, for: subscribersNeedingPlugin)
@@ -258,7 +258,7 @@ public struct Checks: Sendable {
                 pass("peer", "\(name) reaches \(peer.name) with its peer_dsn")
             case .skipped(let why):
                 warn("peer", "could not test whether \(name) reaches \(peer.name): \(why)", nil)
-            case .failed(let why):
+            case .failed(_, let why):
                 let peerIndex = (config.nodes.firstIndex { $0.name == peer.name } ?? 0) + 1
                 fail("peer", "\(name) cannot reach \(peer.name) with its peer_dsn (\(DSN.masked(peer.effectivePeerDSN))): \(why)",
                      "make nodes[\(peerIndex)].peer_dsn work from \(name)'s server: the host and port reachable from there, \(peer.name)'s pg_hba.conf allowing \(name) (host \(DSN.value("dbname", in: peer.effectivePeerDSN) ?? "<db>") \(DSN.value("user", in: peer.effectivePeerDSN) ?? "<user>") <\(name)'s address>/32 scram-sha-256), and the password in ~/.pgpass of the user running PostgreSQL on \(name)")
@@ -269,7 +269,7 @@ public struct Checks: Sendable {
 
     private func pluginCheck(_ node: NodeFacts, for subscribers: [String]) -> [CheckResult] {
         let name = node.name
-        let why = "links to \(subscribers.joined(separator: ", ")) need it (PostgreSQL \(node.major) " + (node.major >= 16 ? "with a peer before 16" : "has no origin = none") + ")"
+        let why = "links to \(subscribers.joined(separator: ", ")) need it (PostgreSQL \(node.major) " + (node.capabilities.originNone ? "with a peer before 16" : "has no origin = none") + ")"
         let installFix = "install the plugin on \(name)'s server: make install PG_CONFIG=/usr/lib/postgresql/\(node.major)/bin/pg_config (the pg_config of that server), run from the mmlite source tree"
         let allowedLine = Self.outputPluginLibrariesLine(current: node.settings["output_plugin_libraries"])
         let allowFix = "add to postgresql.conf on \(name): \(allowedLine)  (or: \(Self.outputPluginLibrariesAlterSystem(current: node.settings["output_plugin_libraries"]))) then reload: SELECT pg_reload_conf(); — a reload is enough, no restart"
@@ -279,14 +279,15 @@ public struct Checks: Sendable {
         switch node.pluginProbe {
         case .ok:
             return result(.pass, "the mmlite output plugin loads" + (node.settings["output_plugin_libraries"] != nil ? " and output_plugin_libraries allows it" : "") + " (\(why))", nil)
-        case .failed(let text):
-            if text.contains("may not be used as an output plugin") || text.contains("output_plugin_libraries") {
+        case .failed(let sqlState, let text):
+            switch PluginFailure(sqlState: sqlState, allowListExists: node.settings["output_plugin_libraries"] != nil) {
+            case .notAllowed:
                 return result(.failure, "output_plugin_libraries does not allow the mmlite plugin (\(why)): \(text)", allowFix)
-            }
-            if text.contains("could not access file") || text.contains("No such file") || text.contains("could not load library") {
+            case .notInstalled:
                 return result(.failure, "the mmlite output plugin is not installed on \(name) (\(why)): \(text)", installFix)
+            case .broken:
+                return result(.failure, "the mmlite output plugin does not work on \(name) (\(why)): \(text)", installFix)
             }
-            return result(.failure, "the mmlite output plugin does not work on \(name) (\(why)): \(text)", installFix)
         case .notRun, .skipped:
             if let allowed = node.settings["output_plugin_libraries"], !Self.libraries(allowed).contains("mmlite") {
                 return result(.failure, "output_plugin_libraries = '\(allowed)' does not allow the mmlite plugin (\(why))", allowFix)

@@ -42,34 +42,35 @@ public enum ConflictMaintenance {
         """
         WITH gone AS (
             DELETE FROM mmlite.conflicts WHERE logged_at < pg_catalog.now() - \(SQL.literal(retention))::interval RETURNING 1
-        ) SELECT count(*) FROM gone
+        ) SELECT count(*) AS removed FROM gone
         """
     }
 
     /// Per node: the conflict log's size, and the total size and estimated
     /// rows of the change and version tables (version tables hold the
-    /// tombstones). One row: log_bytes (NULL: no log), change_tables,
+    /// tombstones). One row, columns named: log_bytes (NULL: no log), change_tables,
     /// change_bytes, change_rows, version_tables, version_bytes, version_rows.
     public static let sizes = """
-        SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('mmlite.conflicts')),
-               count(*) FILTER (WHERE c.relname LIKE '%$changes'),
-               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint,
-               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint,
-               count(*) FILTER (WHERE c.relname LIKE '%$versions'),
-               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint,
-               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint
+        SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('mmlite.conflicts')) AS log_bytes,
+               count(*) FILTER (WHERE c.relname LIKE '%$changes') AS change_tables,
+               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint AS change_bytes,
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint AS change_rows,
+               count(*) FILTER (WHERE c.relname LIKE '%$versions') AS version_tables,
+               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_bytes,
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_rows
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'mmlite' AND c.relkind = 'r'
         """
 
     /// Rows in the conflict log (run only where it exists).
-    public static let logRows = "SELECT count(*) FROM mmlite.conflicts"
+    public static let logRows = "SELECT count(*) AS log_rows FROM mmlite.conflicts"
 
     /// Rows of the conflict log, oldest first, optionally since a timestamp
     /// (`$1`, timestamptz text or NULL) and for one table (`$2` or NULL).
     public static let list = """
-        SELECT pg_catalog.to_char(logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), table_name, key::text, kind,
-               winner, reason, local_version::text, local_row::text, remote_version::text, remote_row::text, peer, id
+        SELECT pg_catalog.to_char(logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS logged_at, table_name, key::text AS key,
+               kind, winner, reason, local_version::text AS local_version, local_row::text AS local_row,
+               remote_version::text AS remote_version, remote_row::text AS remote_row, peer, id
         FROM mmlite.conflicts
         WHERE ($1::timestamptz IS NULL OR logged_at >= $1::timestamptz) AND ($2::text IS NULL OR table_name = $2::text)
         ORDER BY logged_at, id
@@ -80,7 +81,7 @@ public enum ConflictMaintenance {
     /// with `$1` = the text; raises if it is neither.
     public static let since = """
         SELECT CASE WHEN $1 ~ '^\\s*[0-9]+\\s*[a-zA-Z]+(\\s+[0-9]+\\s*[a-zA-Z]+)*\\s*$'
-                    THEN pg_catalog.now() - $1::interval ELSE $1::timestamptz END::text
+                    THEN pg_catalog.now() - $1::interval ELSE $1::timestamptz END::text AS since
         """
 
     /// What `resolve --skip` records per skipped change (parameters: $1 table,

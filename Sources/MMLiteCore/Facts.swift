@@ -46,7 +46,29 @@ public enum ProbeResult: Sendable, Equatable {
     case ok
     /// The probe could not run (e.g. missing privilege); the text says why.
     case skipped(String)
-    case failed(String)
+    /// The server refused: its error code (nil when it gave none) decides,
+    /// the message is shown.
+    case failed(sqlState: SQLState?, message: String)
+}
+
+/// Why creating a slot with the mmlite plugin failed, decided by SQLSTATE.
+public enum PluginFailure: Sendable, Equatable {
+    /// `output_plugin_libraries` does not list mmlite (the server raises
+    /// insufficient_privilege; only servers with that setting do).
+    case notAllowed
+    /// The library is not installed (undefined_file).
+    case notInstalled
+    /// Anything else.
+    case broken
+
+    /// `allowListExists`: the server has the `output_plugin_libraries` setting.
+    public init(sqlState: SQLState?, allowListExists: Bool) {
+        switch sqlState {
+        case .insufficientPrivilege? where allowListExists: self = .notAllowed
+        case .undefinedFile?: self = .notInstalled
+        default: self = .broken
+        }
+    }
 }
 
 public struct ColumnFacts: Sendable, Equatable {
@@ -110,5 +132,16 @@ public struct TableFacts: Sendable, Equatable {
         case "d": return hasPrimaryKey
         default: return false
         }
+    }
+}
+
+extension MeshView {
+    /// The mesh as gathered facts show it: versions and states of the nodes
+    /// that answered (an unreachable node's version is unknown).
+    public init(config: MeshConfig, facts: [NodeFacts]) {
+        let reachable = facts.filter(\.reachable)
+        self.init(config: config,
+                  versions: Dictionary(reachable.map { ($0.name, $0.versionNumber) }, uniquingKeysWith: { a, _ in a }),
+                  states: Dictionary(reachable.compactMap { node in node.state.map { (node.name, $0) } }, uniquingKeysWith: { a, _ in a }))
     }
 }

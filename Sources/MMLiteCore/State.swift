@@ -37,6 +37,15 @@ public struct SlotState: Sendable, Equatable {
     public var plugin: String
     public var database: String?
     public var active: Bool
+    /// The walsender holding the slot.
+    public var activePID: Int? = nil
+    public var restartLSN: LSN? = nil
+    public var confirmedFlushLSN: LSN? = nil
+    /// `wal_status`: reserved, extended, unreserved or lost.
+    public var walStatus: String? = nil
+    /// The walsender's replay lag (`pg_stat_replication`), in seconds.
+    public var replayLagSeconds: Double? = nil
+
     public init(plugin: String, database: String? = nil, active: Bool = false) {
         self.plugin = plugin
         self.database = database
@@ -54,6 +63,20 @@ public struct SubscriptionState: Sendable, Equatable {
     public var origin: String?
     /// Tables the subscription knows (`pg_subscription_rel`).
     public var tables: Set<QualifiedName>
+    public var oid: String? = nil
+    /// The apply worker (not the table-sync workers).
+    public var workerPID: Int? = nil
+    /// Running workers of the subscription, table-sync workers included.
+    public var workers: Int = 0
+    /// The apply worker's `received_lsn`.
+    public var receivedLSN: LSN? = nil
+    /// `pg_stat_subscription_stats` (15+); nil before.
+    public var applyErrors: Int64? = nil
+    public var syncErrors: Int64? = nil
+    /// `subskiplsn` (15+); nil when none is set.
+    public var skipLSN: LSN? = nil
+    /// How far the subscriber has applied (its origin's remote_lsn), when read.
+    public var appliedUpTo: LSN? = nil
 
     public init(enabled: Bool = true, slotName: String?, publications: [String], conninfo: String? = nil,
                 origin: String? = nil, tables: Set<QualifiedName> = []) {

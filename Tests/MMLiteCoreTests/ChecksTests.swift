@@ -45,7 +45,7 @@ struct ChecksTests {
     func pluginNotAllowed() throws {
         var n1 = healthyFacts("n1")
         n1.settings["output_plugin_libraries"] = "pgoutput, test_decoding"
-        n1.pluginProbe = .failed("library \"mmlite\" may not be used as an output plugin")
+        n1.pluginProbe = .failed(sqlState: .insufficientPrivilege, message: "library \"mmlite\" may not be used as an output plugin")
         let failure = try #require(try run([n1, healthyFacts("n2"), healthyFacts("n3")]).first { $0.status == .failure })
         #expect(failure.check == "plugin")
         #expect(failure.fix?.contains("output_plugin_libraries = 'pgoutput, test_decoding, mmlite'") == true)
@@ -57,7 +57,7 @@ struct ChecksTests {
     @Test("plugin not installed names make install")
     func pluginMissing() throws {
         var n1 = healthyFacts("n1")
-        n1.pluginProbe = .failed("could not access file \"mmlite\": No such file or directory")
+        n1.pluginProbe = .failed(sqlState: .undefinedFile, message: "could not access file \"mmlite\": No such file or directory")
         let failure = try #require(try run([n1, healthyFacts("n2"), healthyFacts("n3")]).first { $0.status == .failure })
         #expect(failure.fix?.contains("make install PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config") == true)
     }
@@ -138,3 +138,30 @@ struct ChecksTests {
         #expect(privileges.fix?.contains("ALTER ROLE admin REPLICATION;") == true)
     }
 }
+
+@Suite("Plugin probe failures, by SQLSTATE")
+struct PluginFailureTests {
+    @Test("insufficient_privilege means not allowed only where output_plugin_libraries exists")
+    func classify() {
+        #expect(PluginFailure(sqlState: .insufficientPrivilege, allowListExists: true) == .notAllowed)
+        #expect(PluginFailure(sqlState: .insufficientPrivilege, allowListExists: false) == .broken)
+        #expect(PluginFailure(sqlState: .undefinedFile, allowListExists: true) == .notInstalled)
+        #expect(PluginFailure(sqlState: .undefinedFile, allowListExists: false) == .notInstalled)
+        #expect(PluginFailure(sqlState: SQLState(rawValue: "XX000"), allowListExists: true) == .broken)
+        #expect(PluginFailure(sqlState: nil, allowListExists: true) == .broken)
+    }
+
+    @Test("the message text does not decide: a refusal in another language is still a refusal")
+    func byCode() throws {
+        var n1 = healthyFacts("n1")
+        n1.settings["output_plugin_libraries"] = "pgoutput, test_decoding"
+        n1.pluginProbe = .failed(sqlState: .insufficientPrivilege, message: "die Bibliothek »mmlite« darf nicht verwendet werden")
+        let failure = try #require(try run([n1, healthyFacts("n2"), healthyFacts("n3")]).first { $0.status == .failure })
+        #expect(failure.message.hasPrefix("output_plugin_libraries does not allow the mmlite plugin"))
+        var n2 = healthyFacts("n2")
+        n2.pluginProbe = .failed(sqlState: SQLState(rawValue: "XX000"), message: "could not access file \"mmlite\"")
+        let broken = try #require(try run([healthyFacts("n1"), n2, healthyFacts("n3")]).first { $0.status == .failure })
+        #expect(broken.message.hasPrefix("the mmlite output plugin does not work on n2"))
+    }
+}
+

@@ -60,27 +60,23 @@ struct ConflictSetup {
         try connection.execute("BEGIN; SET LOCAL search_path TO ''")
         defer { _ = try? connection.execute("ROLLBACK") }
         let result = try connection.query("""
-            SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-                   pg_catalog.array_position(i.indkey::int2[], a.attnum), a.attgenerated <> '', a.attidentity = 'a'
+            SELECT a.attname AS column_name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+                   pg_catalog.array_position(i.indkey::int2[], a.attnum) AS key_position,
+                   a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always
             FROM pg_catalog.pg_attribute a
             LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
             WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
             ORDER BY a.attnum
             """, [table.sql])
-        return result.rows.compactMap { row in
-            guard let name = row[0], let type = row[1] else { return nil }
-            return ConflictSQL.Column(name: name, type: type, keyPosition: row[2].flatMap { Int($0) },
-                                      generated: row[3] == "t", identityAlways: row[4] == "t")
+        return result.named.compactMap { row in
+            guard let name = row["column_name"], let type = row["type"] else { return nil }
+            return ConflictSQL.Column(name: name, type: type, keyPosition: row.int("key_position"),
+                                      generated: row.bool("generated") ?? false, identityAlways: row.bool("identity_always") ?? false)
         }
     }
 
     /// `mmlite.conflict_tables` on a node, nil when it does not exist.
     static func registry(_ connection: PGConnection) -> [String: String]? {
-        guard let exists = try? connection.query("SELECT to_regclass('mmlite.conflict_tables') IS NOT NULL").scalar,
-              exists == "t",
-              let rows = try? connection.query("SELECT table_name, definition FROM mmlite.conflict_tables") else { return nil }
-        var result: [String: String] = [:]
-        for row in rows.rows { if let name = row[0], let definition = row[1] { result[name] = definition } }
-        return result
+        Catalog.conflictRegistry(connection)
     }
 }

@@ -1,0 +1,214 @@
+import MMLiteCore
+import PostgresClient
+
+extension PGConnection {
+    /// What this server can do (from the version it reported when connecting).
+    var capabilities: ServerCapabilities { ServerCapabilities(versionNumber: serverVersionNumber) }
+}
+
+/// The one place that reads each catalog mmlite observes (slots,
+/// subscriptions, publication, conflict objects), with the columns each
+/// server version has. Every command that needs these facts asks here;
+/// decisions about them are made in MMLiteCore. Results are read by column
+/// name: every selected expression has an alias.
+struct Catalog {
+    let connection: PGConnection
+    /// The mesh whose objects are read; nil for reads of one named object.
+    let names: ObjectNames?
+    let capabilities: ServerCapabilities
+
+    init(_ connection: PGConnection, names: ObjectNames? = nil) {
+        self.connection = connection
+        self.names = names
+        capabilities = connection.capabilities
+    }
+
+    /// The mesh's name prefix, for reads of all its slots or subscriptions.
+    private var prefix: String {
+        guard let names else { preconditionFailure("Catalog: a mesh-wide read needs the mesh's names") }
+        return names.prefix
+    }
+
+    private var publicationName: String {
+        guard let names else { preconditionFailure("Catalog: the publication read needs the mesh's names") }
+        return names.publication
+    }
+
+    /// The server's version and current WAL position.
+    struct Server {
+        var versionNumber: Int
+        /// `server_version` without the build suffix, e.g. "15.20".
+        var version: String
+        var currentLSN: LSN?
+    }
+
+    func server() throws -> Server {
+        let row = try connection.query("""
+            SELECT pg_catalog.current_setting('server_version') AS server_version,
+                   pg_catalog.current_setting('server_version_num') AS server_version_num,
+                   pg_catalog.pg_current_wal_lsn()::text AS current_lsn
+            """).first
+        return Server(versionNumber: row?.int("server_version_num") ?? connection.serverVersionNumber,
+                      version: String((row?["server_version"] ?? "").split(separator: " ").first ?? ""),
+                      currentLSN: row?["current_lsn"].flatMap { LSN($0) })
+    }
+
+    /// The mesh's publication and its tables; nil when it does not exist.
+    func publication() throws -> PublicationState? {
+        guard let row = try connection.query("SELECT p.puballtables AS all_tables FROM pg_catalog.pg_publication p WHERE p.pubname = $1",
+                                             [publicationName]).first else { return nil }
+        let members = try connection.query("""
+            SELECT t.schemaname AS schema_name, t.tablename AS table_name FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $1
+            """, [publicationName])
+        return PublicationState(tables: Set(members.named.compactMap(Self.qualifiedName)), allTables: row.bool("all_tables") ?? false)
+    }
+
+    /// This mesh's slots (or the one named `name`), with the walsender's replay lag.
+    func slots(named name: String? = nil) throws -> [String: SlotState] {
+        let result = try connection.query("""
+            SELECT s.slot_name::text AS slot_name, coalesce(s.plugin::text, '') AS plugin, s.database::text AS database,
+                   s.active AS active, s.active_pid AS active_pid, s.restart_lsn::text AS restart_lsn,
+                   s.confirmed_flush_lsn::text AS confirmed_flush_lsn, s.wal_status AS wal_status,
+                   extract(epoch FROM r.replay_lag)::float8 AS replay_lag_seconds
+            FROM pg_catalog.pg_replication_slots s LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid
+            WHERE \(name == nil ? "left(s.slot_name::text, length($1)) = $1" : "s.slot_name = $1")
+            """, [name ?? prefix])
+        var slots: [String: SlotState] = [:]
+        for row in result.named {
+            guard let slotName = row["slot_name"] else { continue }
+            var slot = SlotState(plugin: row["plugin"] ?? "", database: row["database"], active: row.bool("active") ?? false)
+            slot.activePID = row.int("active_pid")
+            slot.restartLSN = row["restart_lsn"].flatMap { LSN($0) }
+            slot.confirmedFlushLSN = row["confirmed_flush_lsn"].flatMap { LSN($0) }
+            slot.walStatus = row["wal_status"]
+            slot.replayLagSeconds = row.double("replay_lag_seconds")
+            slots[slotName] = slot
+        }
+        return slots
+    }
+
+    /// What to read beyond the columns every reader gets.
+    struct SubscriptionColumns {
+        /// `subconninfo` (only a superuser may read it).
+        var conninfo = false
+        /// The origin's progress (`pg_replication_origin_progress`, superuser by default).
+        var progress = false
+        /// The tables of each subscription (`pg_subscription_rel`).
+        var tables = false
+    }
+
+    /// This mesh's subscriptions in the current database (or the one named `name`).
+    func subscriptions(_ columns: SubscriptionColumns = SubscriptionColumns(), named name: String? = nil) throws -> [String: SubscriptionState] {
+        let stats = capabilities.subscriptionStats
+        let result = try connection.query("""
+            SELECT s.oid::text AS oid, s.subname::text AS name, s.subenabled AS enabled, s.subslotname::text AS slot_name,
+                   array_to_string(s.subpublications, ',') AS publications,
+                   \(columns.conninfo ? "s.subconninfo" : "NULL::text") AS conninfo,
+                   \(capabilities.originNone ? "s.suborigin" : "NULL::text") AS origin,
+                   \(capabilities.subscriptionSkip ? "s.subskiplsn::text" : "NULL::text") AS skip_lsn,
+                   w.pid AS worker_pid, w.received_lsn::text AS received_lsn,
+                   (SELECT count(*) FROM pg_catalog.pg_stat_subscription x WHERE x.subid = s.oid AND x.pid IS NOT NULL) AS workers,
+                   \(stats ? "st.apply_error_count" : "NULL::bigint") AS apply_errors,
+                   \(stats ? "st.sync_error_count" : "NULL::bigint") AS sync_errors,
+                   \(columns.progress ? "pg_catalog.pg_replication_origin_progress('pg_' || s.oid, true)::text" : "NULL::text") AS applied_lsn
+            FROM pg_catalog.pg_subscription s
+            LEFT JOIN LATERAL (SELECT a.pid, a.received_lsn FROM pg_catalog.pg_stat_subscription a
+                               WHERE a.subid = s.oid AND a.relid IS NULL ORDER BY a.pid LIMIT 1) w ON true
+            \(stats ? "LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.oid" : "")
+            WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+              AND \(name == nil ? "left(s.subname::text, length($1)) = $1" : "s.subname = $1")
+            """, [name ?? prefix])
+        var subscriptions: [String: SubscriptionState] = [:]
+        for row in result.named {
+            guard let subscriptionName = row["name"] else { continue }
+            var state = SubscriptionState(enabled: row.bool("enabled") ?? false, slotName: row["slot_name"],
+                                          publications: (row["publications"] ?? "").split(separator: ",").map(String.init),
+                                          conninfo: row["conninfo"], origin: row["origin"])
+            state.oid = row["oid"]
+            state.workerPID = row.int("worker_pid")
+            state.workers = row.int("workers") ?? 0
+            state.receivedLSN = row["received_lsn"].flatMap { LSN($0) }
+            state.applyErrors = row.int64("apply_errors")
+            state.syncErrors = row.int64("sync_errors")
+            state.skipLSN = row["skip_lsn"].flatMap { LSN($0) }.flatMap { $0 == .zero ? nil : $0 }
+            state.appliedUpTo = row["applied_lsn"].flatMap { LSN($0) }
+            subscriptions[subscriptionName] = state
+        }
+        if columns.tables, !subscriptions.isEmpty {
+            let relations = try connection.query("""
+                SELECT r.srsubid::text AS subscription_oid, n.nspname::text AS schema_name, c.relname::text AS table_name
+                FROM pg_catalog.pg_subscription_rel r
+                JOIN pg_catalog.pg_class c ON c.oid = r.srrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE r.srsubid = ANY($1::oid[])
+                """, [arrayLiteral(subscriptions.values.compactMap(\.oid))])
+            let byOID = Dictionary(grouping: relations.named, by: { $0["subscription_oid"] ?? "" })
+            for (key, state) in subscriptions {
+                subscriptions[key]?.tables = Set((byOID[state.oid ?? ""] ?? []).compactMap(Self.qualifiedName))
+            }
+        }
+        return subscriptions
+    }
+
+    /// This mesh's objects on the node.
+    func state(name: String, versionNumber: Int, subscriptionColumns: SubscriptionColumns = SubscriptionColumns()) throws -> NodeState {
+        NodeState(name: name, versionNumber: versionNumber, publication: try publication(),
+                  slots: try slots(), subscriptions: try subscriptions(subscriptionColumns))
+    }
+
+    /// Slots and subscriptions that are not this mesh's (they use the same
+    /// settings' capacity); nil where the count could not be read.
+    func otherObjects() -> (slots: Int?, subscriptions: Int?) {
+        let slots = try? connection.query("""
+            SELECT count(*) FILTER (WHERE left(s.slot_name::text, length($1)) <> $1) AS others FROM pg_catalog.pg_replication_slots s
+            """, [prefix]).first?.int("others")
+        let subscriptions = try? connection.query("""
+            SELECT count(*) FILTER (WHERE left(s.subname::text, length($1)) <> $1) AS others FROM pg_catalog.pg_subscription s
+            """, [prefix]).first?.int("others")
+        return (slots ?? nil, subscriptions ?? nil)
+    }
+
+    /// Whether the conflict log (mmlite.conflicts) exists (mesh-independent).
+    static func conflictLogExists(_ connection: PGConnection) throws -> Bool {
+        try connection.query("SELECT pg_catalog.to_regclass('mmlite.conflicts') IS NOT NULL AS present").first?.bool("present") ?? false
+    }
+
+    /// `mmlite.conflict_tables`: definition by table name; nil when it does not exist (mesh-independent).
+    static func conflictRegistry(_ connection: PGConnection) -> [String: String]? {
+        guard let exists = try? connection.query("SELECT pg_catalog.to_regclass('mmlite.conflict_tables') IS NOT NULL AS present").first,
+              exists.bool("present") == true,
+              let rows = try? connection.query("SELECT t.table_name AS table_name, t.definition AS definition FROM mmlite.conflict_tables t")
+        else { return nil }
+        var result: [String: String] = [:]
+        for row in rows.named { if let name = row["table_name"], let definition = row["definition"] { result[name] = definition } }
+        return result
+    }
+
+    /// Sizes of the conflict log and of the change and version tables.
+    struct ConflictStorage {
+        /// nil: no conflict log on this node.
+        var logBytes: Int64?
+        var logRows: Int64?
+        var changeTables = 0, changeBytes: Int64 = 0, changeRows: Int64 = 0
+        var versionTables = 0, versionBytes: Int64 = 0, versionRows: Int64 = 0
+    }
+
+    func conflictStorage() throws -> ConflictStorage? {
+        guard let row = try connection.query(ConflictMaintenance.sizes).first else { return nil }
+        var storage = ConflictStorage(logBytes: row.int64("log_bytes"))
+        storage.changeTables = row.int("change_tables") ?? 0
+        storage.changeBytes = row.int64("change_bytes") ?? 0
+        storage.changeRows = row.int64("change_rows") ?? 0
+        storage.versionTables = row.int("version_tables") ?? 0
+        storage.versionBytes = row.int64("version_bytes") ?? 0
+        storage.versionRows = row.int64("version_rows") ?? 0
+        if storage.logBytes != nil {
+            storage.logRows = try connection.query(ConflictMaintenance.logRows).first?.int64("log_rows")
+        }
+        return storage
+    }
+
+    static func qualifiedName(_ row: PGRow) -> QualifiedName? {
+        guard let schema = row["schema_name"], let name = row["table_name"] else { return nil }
+        return QualifiedName(schema: schema, name: name)
+    }
+}

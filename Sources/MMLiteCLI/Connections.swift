@@ -1,0 +1,45 @@
+import Foundation
+import MMLiteCore
+import PostgresClient
+
+/// One open connection per reachable node.
+final class Connections {
+    let config: MeshConfig
+    private(set) var open: [String: PGConnection] = [:]
+    private(set) var errors: [String: String] = [:]
+
+    init(config: MeshConfig, console: Console) {
+        self.config = config
+        for node in config.nodes {
+            do {
+                open[node.name] = try Self.connect(node.dsn)
+                console.debug("connected to \(node.name) (\(DSN.masked(node.dsn)))")
+            } catch let error as PGError {
+                errors[node.name] = console.redact(error.message)
+            } catch {
+                errors[node.name] = console.redact("\(error)")
+            }
+        }
+    }
+
+    static func connect(_ dsn: String) throws -> PGConnection {
+        var overrides = ["application_name": "mmlite"]
+        if DSN.value("connect_timeout", in: dsn) == nil && ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
+            overrides["connect_timeout"] = "10"
+        }
+        if DSN.value("application_name", in: dsn) != nil { overrides["application_name"] = nil }
+        return try PGConnection(dsn, overrides: overrides)
+    }
+
+    subscript(name: String) -> PGConnection? { open[name] }
+
+    /// Re-opens a node's connection (after it failed mid-command).
+    func reconnect(_ name: String) -> PGConnection? {
+        guard let node = config.node(named: name) else { return nil }
+        open[name]?.close()
+        open[name] = try? Self.connect(node.dsn)
+        return open[name]
+    }
+
+    var unreachable: [String] { config.nodes.map(\.name).filter { open[$0] == nil } }
+}

@@ -1,0 +1,23 @@
+/// A PostgreSQL error code (SQLSTATE, appendix A of the manual). Decisions
+/// about a server's answer read this code, never the message text, which
+/// changes between versions and with `lc_messages`.
+public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    /// nil for a nil code (a client-side or connection error has none).
+    public init?(_ code: String?) {
+        guard let code else { return nil }
+        self.init(rawValue: code)
+    }
+
+    public var description: String { rawValue }
+
+    /// 42501 insufficient_privilege: also what a server with
+    /// `output_plugin_libraries` raises for a plugin it does not allow.
+    public static let insufficientPrivilege = SQLState(rawValue: "42501")
+    /// 58P01 undefined_file: a library (e.g. the output plugin) is not installed.
+    public static let undefinedFile = SQLState(rawValue: "58P01")
+    /// 55006 object_in_use: e.g. a replication slot a walsender holds.
+    public static let objectInUse = SQLState(rawValue: "55006")
+}
