@@ -235,7 +235,7 @@ struct Resolve {
             console.error("mmlite: \(link): could not record and skip: \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(target.subscription) enabled again")
             return .failure
         }
-        report(pending, link: link, subscription: target.subscription, verb: "Skipped")
+        report(pending, target, verb: "Skipped")
         // 4. Restart and wait until the worker is past the skipped transaction.
         try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) ENABLE")
         return waitPast(pending, target)
@@ -270,7 +270,7 @@ struct Resolve {
             console.print("\(target.link): nothing pending on slot \(target.slot); nothing would be skipped.")
             return .ok
         }
-        report(pending, link: target.link, subscription: target.subscription, verb: "Would skip")
+        report(pending, target, verb: "Would skip")
         return .ok
     }
 
@@ -324,9 +324,10 @@ struct Resolve {
         return .ok
     }
 
-    private func report(_ transaction: PgOutput.Transaction, link: String, subscription: String, verb: String) {
+    private func report(_ transaction: PgOutput.Transaction, _ target: Target, verb: String) {
         let console = context.console
-        console.print("\(link): \(verb) transaction \(transaction.xid) of \(link.split(separator: " ").first ?? "") (commit LSN \(transaction.finalLSN), committed \(SlotPeek.time(transaction.commitTime))), \(transaction.changes.count) change\(transaction.changes.count == 1 ? "" : "s"):")
+        let subscription = target.subscription
+        console.print("\(target.link): \(verb) transaction \(transaction.xid) of \(target.candidate.peer) (commit LSN \(transaction.finalLSN), committed \(SlotPeek.time(transaction.commitTime))), \(transaction.changes.count) change\(transaction.changes.count == 1 ? "" : "s"):")
         for line in SlotPeek.describe(transaction) { console.print("  " + line) }
         if verb == "Skipped" {
             console.print("  recorded in \(node)'s mmlite.conflicts (kind \(ConflictMaintenance.skipKind)); ALTER SUBSCRIPTION \(subscription) SKIP (lsn = '\(transaction.finalLSN)')")
