@@ -76,7 +76,7 @@ final class ProcedureIO {
 
     /// Prints `statements` the way a dry run shows an action.
     func show(_ statements: [ShownStatement]) {
-        for statement in statements { console.print("-- on \(statement.node):\n\(statement.sql);") }
+        for statement in statements { console.print(statement.text) }
     }
 
     /// Prints how a procedure ended; its exit code.

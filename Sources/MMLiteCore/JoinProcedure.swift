@@ -620,17 +620,17 @@ extension JoinProcedure.Action {
         case .dropSlot(let node, let slot):
             return [ShownStatement(node, JoinSQL.dropSlot(slot))]
         case .readSlotPosition(let node, let slot):
-            return [ShownStatement(node, JoinSQL.slotPosition(slot))]
+            return [ShownStatement(node, JoinSQL.slotPosition(slot), note: "C_\(node)")]
         case .createSlot(let node, let slot, let plugin):
-            return [ShownStatement(node, JoinSQL.createSlot(slot, plugin: plugin))]
+            return [ShownStatement(node, JoinSQL.createSlot(slot, plugin: plugin), note: "C_\(node)")]
         case .wait(let condition):
-            return [ShownStatement(condition.node, condition.displayQuery)]
+            return [ShownStatement(condition.node, condition.query, note: condition.until)]
         case .disableSubscription(let node, let subscription):
             return [ShownStatement(node, JoinSQL.disableSubscription(subscription))]
         case .enableSubscription(let node, let subscription):
             return [ShownStatement(node, JoinSQL.enableSubscription(subscription))]
         case .readAppliedPosition(let node, let subscription, let peer):
-            return [ShownStatement(node, JoinSQL.appliedPosition(subscription) + " -- R_\(peer)")]
+            return [ShownStatement(node, JoinSQL.appliedPosition(subscription), note: "R_\(peer)")]
         case .exportSnapshot(let node, let slot, let plugin, let major):
             return [ShownStatement("\(node), replication connection kept open until the copy ends",
                                    JoinSQL.createSlotExportingSnapshot(slot: slot, plugin: plugin, major: major))]
@@ -650,7 +650,7 @@ extension JoinProcedure.Action {
             shown += JoinSQL.copyCommit(lsn: copy.consistentPoint.description).map { ShownStatement(copy.node, $0) }
             return shown
         case .readCurrentPosition(let node):
-            return [ShownStatement(node, JoinSQL.currentPosition())]
+            return [ShownStatement(node, JoinSQL.currentPosition(), note: "CURRENT_\(node)")]
         case .dropOrigin(let node, let origin):
             return [ShownStatement(node, JoinSQL.dropOrigin(origin))]
         case .observe, .check, .beginPhase, .endPhase, .say, .startClock, .sayElapsed, .releaseSnapshot, .observeMesh, .finish:

@@ -60,13 +60,13 @@ public enum WaitCondition: Sendable, Equatable {
         }
     }
 
-    /// What a dry run prints for it.
-    public var displayQuery: String {
+    /// What a dry run prints for it: the query, repeated until its value is this.
+    public var until: String {
         switch self {
-        case .slotConfirmed(_, _, let target, _): return query + " -- until >= \(target)"
-        case .workerStopped: return query + " -- until 0"
-        case .slotInactive: return query + " -- until not true"
-        case .transactionsEnded: return query + " -- until true"
+        case .slotConfirmed(_, _, let target, _): return "until >= \(target)"
+        case .workerStopped: return "until 0"
+        case .slotInactive: return "until not true"
+        case .transactionsEnded: return "until true"
         }
     }
 
@@ -141,8 +141,14 @@ public enum Refusal: Sendable, Equatable {
 public struct ShownStatement: Sendable, Equatable {
     public var node: String
     public var sql: String
-    public init(_ node: String, _ sql: String) {
+    /// Shown as a comment after the statement (what a read yields, how long a wait repeats).
+    public var note: String?
+    public init(_ node: String, _ sql: String, note: String? = nil) {
         self.node = node
         self.sql = sql
+        self.note = note
     }
+
+    /// "-- on n2:\nSELECT ...; -- until 0"
+    public var text: String { "-- on \(node):\n\(sql);" + (note.map { " -- \($0)" } ?? "") }
 }
