@@ -8,12 +8,25 @@
 # installation, against that installation's server headers, into its own
 # scratch folder, so building for several majors side by side never mixes them.
 # Only the extension's control and SQL files go through PGXS's own rules.
+#
+# The version is written in one place, the VERSION file. From it this Makefile
+# generates mmlite.control (from mmlite.control.in) and the versioned script
+# .build-ext/mmlite--$(MMLITE_VERSION).sql (from sql/mmlite.sql), both git-ignored,
+# and passes it to the plugin's C code as MMLITE_VERSION. (The mmlite tool
+# embeds the same file: Sources/CMMLiteVersion.)
 
 PG_CONFIG ?= pg_config
 SWIFT ?= swift
 
+# (Not VERSION: PGXS sets that to the PostgreSQL version.)
+MMLITE_VERSION := $(strip $(shell cat VERSION))
+ifeq ($(MMLITE_VERSION),)
+$(error the VERSION file is missing or empty)
+endif
+
 EXTENSION = mmlite
-DATA = sql/mmlite--0.1.0.sql
+DATA_built = .build-ext/mmlite--$(MMLITE_VERSION).sql
+EXTRA_CLEAN = mmlite.control .build-ext
 
 ifeq ($(shell command -v $(PG_CONFIG) 2>/dev/null),)
 $(error pg_config not found as '$(PG_CONFIG)'. Install the server headers (Debian: apt-get install postgresql-server-dev-15) or pass PG_CONFIG=/path/to/pg_config)
@@ -29,9 +42,17 @@ PLUGIN_SCRATCH := .build-plugin/$(PG_BUILD_KEY)
 PLUGIN_SO := $(PLUGIN_SCRATCH)/mmlite.so
 
 SWIFT_PLUGIN_FLAGS := -c release --package-path plugin --scratch-path $(PLUGIN_SCRATCH)/swiftpm \
-	-Xcc -I$(PG_INCLUDEDIR_SERVER) -Xcc -Wno-ignored-attributes
+	-Xcc -I$(PG_INCLUDEDIR_SERVER) -Xcc -Wno-ignored-attributes -Xcc '-DMMLITE_VERSION="$(MMLITE_VERSION)"'
 
 all: $(PLUGIN_SO)
+
+# PGXS installs $(EXTENSION).control from the source folder and $(DATA_built) as named.
+mmlite.control: mmlite.control.in VERSION
+	sed 's/@VERSION@/$(MMLITE_VERSION)/g' mmlite.control.in > $@
+
+.build-ext/mmlite--$(MMLITE_VERSION).sql: sql/mmlite.sql VERSION
+	$(MKDIR_P) .build-ext
+	cp sql/mmlite.sql $@
 
 # Always ask SwiftPM: it knows whether anything changed (a no-op takes ~1 s).
 .PHONY: $(PLUGIN_SO)

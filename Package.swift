@@ -26,8 +26,11 @@ let package = Package(
         ),
         // A small Swift API over libpq: connections, queries, COPY, replication.
         .target(name: "PostgresClient", dependencies: ["CLibPQ"]),
+        // The text of the VERSION file, the one place mmlite's version is
+        // written, embedded by C (#embed): editing VERSION rebuilds it.
+        .target(name: "CMMLiteVersion"),
         // Pure logic, no I/O: config, mesh model, names, SQL generation, LSNs, DSN masking.
-        .target(name: "MMLiteCore", dependencies: ["TOMLKit"]),
+        .target(name: "MMLiteCore", dependencies: ["CMMLiteVersion", "TOMLKit"]),
         // Throwaway PostgreSQL clusters for tests, benchmarks and the sandbox.
         .target(name: "ClusterHarness", dependencies: ["PostgresClient"]),
         // The commands (doctor, apply, status, sandbox) and their I/O; a library

@@ -3,7 +3,10 @@
 //
 // Built by the repository's Makefile (`make`, `make install PG_CONFIG=...`),
 // which passes the server headers of the PostgreSQL being built for with
-// `-Xcc -I$(pg_config --includedir-server)`; build once per major.
+// `-Xcc -I$(pg_config --includedir-server)`; build once per major. It also
+// passes mmlite's version, read from the repository's VERSION file, as the C
+// define MMLITE_VERSION (not read here: SwiftPM caches a manifest's result, so
+// an edited VERSION would not reach a define computed in this file).
 import PackageDescription
 
 let exportMap = Context.packageDirectory + "/mmlite.map"
@@ -18,7 +21,6 @@ let package = Package(
             name: "CMMLite",
             cSettings: [
                 .unsafeFlags(["-Wno-ignored-attributes"]),
-                .define("MMLITE_VERSION", to: "\"0.1.0\""),
             ]
         ),
         .target(

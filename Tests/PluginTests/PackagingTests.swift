@@ -34,6 +34,12 @@ struct PackagingTests {
         try withClusters(1, installation, schema: false) { nodes in
             try nodes[0].execute("CREATE EXTENSION mmlite")
             #expect(try nodes[0].scalar("SELECT mmlite.version()")?.hasPrefix("mmlite ") == true)
+            // The one place the version is written: the repository's VERSION file.
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let version = try String(contentsOf: root.appendingPathComponent("VERSION"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try nodes[0].scalar("SELECT mmlite.version()") == "mmlite " + version)
+            #expect(try nodes[0].scalar("SELECT extversion FROM pg_extension WHERE extname = 'mmlite'") == version)
         }
     }
 }

@@ -8,6 +8,11 @@
 
 #include "utils/builtins.h"
 
+/* From the repository's VERSION file, passed by the Makefile. */
+#ifndef MMLITE_VERSION
+#error "MMLITE_VERSION is not defined: build the plugin with make (see the Makefile)"
+#endif
+
 /* The magic block differs per major (PG15 abi_extra, PG18 name/version). */
 #ifdef PG_MODULE_MAGIC_EXT
 PG_MODULE_MAGIC_EXT(.name = "mmlite", .version = MMLITE_VERSION);
@@ -17,7 +22,6 @@ PG_MODULE_MAGIC;
 
 /* Implemented in Swift (Sources/MMLitePlugin). */
 extern bool mmlite_swift_plugin_init(OutputPluginCallbacks *cb, MMLitePGError *error);
-extern const char *mmlite_swift_version(void);
 
 extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
@@ -62,11 +66,14 @@ mmlite_guarded_pgoutput_init(OutputPluginCallbacks *cb, MMLitePGError *error)
 	return ok;
 }
 
-/* SQL: mmlite.version() — lets tools check which plugin build a server loads. */
+/*
+ * SQL: mmlite.version() — lets tools check which plugin build a server loads.
+ * The text is "mmlite <VERSION>"; C owns it since MMLITE_VERSION is a C define.
+ */
 PG_FUNCTION_INFO_V1(mmlite_version);
 
 Datum
 mmlite_version(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(mmlite_swift_version()));
+	PG_RETURN_TEXT_P(cstring_to_text("mmlite " MMLITE_VERSION));
 }

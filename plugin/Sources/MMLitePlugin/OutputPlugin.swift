@@ -33,11 +33,3 @@ func mmliteSwiftPluginInit(
 let mmliteFilterByOrigin: LogicalDecodeFilterByOriginCB = { _, originID in
     originID != mmlite_invalid_origin()
 }
-
-private let versionString: StaticString = "mmlite 0.1.0"
-
-/// A pointer into static memory: valid for the life of the process.
-@_cdecl("mmlite_swift_version")
-func mmliteSwiftVersion() -> UnsafePointer<CChar> {
-    UnsafeRawPointer(versionString.utf8Start).assumingMemoryBound(to: CChar.self)
-}

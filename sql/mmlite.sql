@@ -1,4 +1,4 @@
--- mmlite extension, version 0.1.0
+-- mmlite extension (installed as mmlite--<version>.sql; the version is in the VERSION file)
 \echo Use "CREATE EXTENSION mmlite" to load this file. \quit
 
 CREATE FUNCTION mmlite.version() RETURNS text
