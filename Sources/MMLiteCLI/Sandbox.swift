@@ -100,24 +100,7 @@ struct Sandbox {
             throw CLIError(.failure, "nothing is left running in \(directory)")
         }
 
-        var toml = """
-            # Written by `mmlite sandbox up` (PostgreSQL \(installation.version), \(count) nodes).
-            # Remove everything with: mmlite sandbox down --dir \(directory)
-            [mesh]
-            name = "\(Self.mesh)"
-            tables = ["public.departments", "public.users"]
-
-            """
-        for cluster in clusters {
-            toml += """
-
-                [[nodes]]
-                name = "\(cluster.name)"
-                dsn = "host=127.0.0.1 port=\(cluster.port) dbname=\(Self.database) user=postgres"
-
-                """
-        }
-        try toml.write(toFile: configFile, atomically: true, encoding: .utf8)
+        try writeConfig(clusters: clusters, version: installation.version)
         console.print("Wrote \(configFile).")
         console.print()
         console.print("$ mmlite apply -c \(configFile)")
@@ -142,6 +125,28 @@ struct Sandbox {
             When done: mmlite sandbox down --dir \(directory)
             """)
         return .ok
+    }
+
+    /// mmlite.toml for the sandbox's clusters.
+    func writeConfig(clusters: [Cluster], version: String) throws {
+        var toml = """
+            # Written by `mmlite sandbox up` (PostgreSQL \(version), \(clusters.count) nodes).
+            # Remove everything with: mmlite sandbox down --dir \(directory)
+            [mesh]
+            name = "\(Self.mesh)"
+            tables = ["public.departments", "public.users"]
+
+            """
+        for cluster in clusters {
+            toml += """
+
+                [[nodes]]
+                name = "\(cluster.name)"
+                dsn = "host=127.0.0.1 port=\(cluster.port) dbname=\(Self.database) user=postgres"
+
+                """
+        }
+        try toml.write(toFile: configFile, atomically: true, encoding: .utf8)
     }
 
     func writeState(_ state: State) throws {
