@@ -61,21 +61,6 @@ enum SlotPeek {
             limit *= 10
         }
     }
-
-    /// One line per change: "insert public.people {"id": 1} {...}".
-    static func describe(_ transaction: PgOutput.Transaction, limit: Int = 20) -> [String] {
-        var lines = transaction.changes.prefix(limit).map { change in
-            "\(change.operation.rawValue) \(change.relation.qualifiedName) key \(change.keyJSON): \(change.rowJSON)"
-        }
-        if transaction.changes.count > limit { lines.append("... and \(transaction.changes.count - limit) more changes") }
-        if transaction.changes.isEmpty { lines.append("(no row changes)") }
-        return lines
-    }
-
-    /// PostgreSQL's commit time (microseconds since 2000-01-01) as ISO 8601.
-    static func time(_ microseconds: Int64) -> String {
-        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: 946_684_800 + Double(microseconds) / 1_000_000))
-    }
 }
 
 struct Resolve {
@@ -180,7 +165,6 @@ struct Resolve {
         var publisher: PGConnection
         var slot: String
         var publication: String
-        var link: String
         var subscription: String { candidate.info.name }
         var originNone: Bool { candidate.info.origin == "none" }
 
@@ -192,86 +176,74 @@ struct Resolve {
         }
     }
 
-    /// Skips the failing transaction of one subscription.
+    /// Skips the failing transaction of one subscription: runs a `SkipProcedure`.
     private func resolve(_ candidate: Candidate, subscriber: PGConnection, config: MeshConfig) throws -> ExitStatus {
         let console = context.console
-        let link = "\(candidate.peer) -> \(node)"
         guard let publisherNode = config.node(named: candidate.peer) else { return .failure }
         let publisher: PGConnection
         do { publisher = try Connections.connect(publisherNode.dsn) } catch {
-            console.error("mmlite: \(link): publisher \(candidate.peer) is unreachable: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
+            console.error("mmlite: \(candidate.peer) -> \(node): publisher \(candidate.peer) is unreachable: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
             return .unavailable
         }
         defer { publisher.close() }
         let target = Target(candidate: candidate, subscriber: subscriber, publisher: publisher,
                             slot: candidate.info.slot.isEmpty ? config.names.slot(subscriber: node) : candidate.info.slot,
-                            publication: config.names.publication, link: link)
-        if dryRun { return preview(target) }
-
-        // 1. Stop the worker, so the slot is free and nothing is applied meanwhile.
-        console.print("\(link): disabling \(target.subscription) ...")
-        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) DISABLE")
-        guard stopped(target) else {
-            reenable(target)
-            console.error("mmlite: \(link): the apply worker or the walsender did not stop within \(Int(timeout)) s; nothing skipped")
-            return .partial
+                            publication: config.names.publication)
+        var procedure = SkipProcedure(SkipProcedure.Request(node: node, peer: candidate.peer, subscription: target.subscription,
+                                                            slot: target.slot, dryRun: dryRun, timeout: timeout))
+        var action = procedure.start()
+        while true {
+            if case .finish(let outcome) = action {
+                switch outcome {
+                case .done: return .ok
+                case .failed: return .failure
+                case .incomplete: return .partial
+                }
+            }
+            action = procedure.next(perform(action, target))
         }
-        // 2. The first transaction not applied yet is the failing one.
-        let pending: PgOutput.Transaction?
-        do { pending = try target.firstPending(console: console) } catch {
-            reenable(target)
-            console.error("mmlite: \(link): cannot read slot \(target.slot) on \(candidate.peer): \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(target.subscription) enabled again")
-            return .failure
-        }
-        guard let pending else {
-            reenable(target)
-            console.print("\(link): nothing pending on slot \(target.slot); nothing skipped, \(target.subscription) enabled again.")
-            return .ok
-        }
-        // 3. Record what is lost and set the skip in one transaction: no skip without a record.
-        do { try recordAndSkip(pending, target) } catch {
-            _ = try? subscriber.execute("ROLLBACK")
-            reenable(target)
-            console.error("mmlite: \(link): could not record and skip: \(console.redact((error as? PGError)?.message ?? "\(error)")); nothing skipped, \(target.subscription) enabled again")
-            return .failure
-        }
-        report(pending, target, verb: "Skipped")
-        // 4. Restart and wait until the worker is past the skipped transaction.
-        try subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) ENABLE")
-        return waitPast(pending, target)
     }
 
-    /// `--dry-run`: no change at all; peek while the failing worker is between retries.
-    private func preview(_ target: Target) -> ExitStatus {
+    private func perform(_ action: SkipProcedure.Action, _ target: Target) -> SkipProcedure.Event {
         let console = context.console
-        var pending: PgOutput.Transaction?
-        var peeked = false
-        var failure: String?
-        _ = pollUntil(timeout: timeout, interval: 0.3) {
+        let subscription = SQL.identifier(target.subscription)
+        do {
+            switch action {
+            case .disable: try target.subscriber.execute("ALTER SUBSCRIPTION \(subscription) DISABLE")
+            case .enable: try target.subscriber.execute("ALTER SUBSCRIPTION \(subscription) ENABLE")
+            case .waitStopped: return .stopped(stopped(target))
+            case .peek: return peek(target)
+            case .recordAndSkip(let transaction):
+                do { try recordAndSkip(transaction, target) } catch {
+                    _ = try? target.subscriber.execute("ROLLBACK")
+                    throw error
+                }
+            case .waitPast(let lsn): return waitPast(lsn, target)
+            case .say(let line): console.print(line)
+            case .warn(let line): console.error(line)
+            case .finish: break
+            }
+        } catch {
+            return .failed(console.redact((error as? PGError)?.message ?? "\(error)"))
+        }
+        return .done
+    }
+
+    /// The first pending transaction; a dry run retries while the failing worker holds the slot.
+    private func peek(_ target: Target) -> SkipProcedure.Event {
+        let console = context.console
+        var result: SkipProcedure.Event = .busy
+        _ = pollUntil(timeout: dryRun ? timeout : 0, interval: 0.3) {
             do {
-                pending = try target.firstPending(console: console)
-                peeked = true
+                result = .pending(try target.firstPending(console: console))
             } catch is SlotPeek.Busy {
                 return false
             } catch {
-                failure = console.redact((error as? PGError)?.message ?? "\(error)")
+                result = .failed(console.redact((error as? PGError)?.message ?? "\(error)"))
             }
             return true
         }
-        if let failure {
-            console.error("mmlite: \(target.link): cannot read slot \(target.slot) on \(target.candidate.peer): \(failure)")
-            return .failure
-        }
-        guard peeked else {
-            console.error("mmlite: \(target.link): slot \(target.slot) stayed in use for \(Int(timeout)) s; try again")
-            return .partial
-        }
-        guard let pending else {
-            console.print("\(target.link): nothing pending on slot \(target.slot); nothing would be skipped.")
-            return .ok
-        }
-        report(pending, target, verb: "Would skip")
-        return .ok
+        return result
     }
 
     /// Whether the subscription's workers and the walsender stopped within the timeout.
@@ -283,17 +255,13 @@ struct Resolve {
         }
     }
 
-    private func reenable(_ target: Target) {
-        _ = try? target.subscriber.execute("ALTER SUBSCRIPTION \(SQL.identifier(target.subscription)) ENABLE")
-    }
-
     /// Records the transaction's changes in mmlite.conflicts and sets the skip, in one transaction.
     private func recordAndSkip(_ pending: PgOutput.Transaction, _ target: Target) throws {
         let subscriber = target.subscriber
         let peer = target.candidate.peer
         try subscriber.execute(ConflictSQL.shared)
         try subscriber.execute("BEGIN")
-        let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(jsonQuoted(peer)), \"committed_at\": \"\(SlotPeek.time(pending.commitTime))\"}"
+        let version = "{\"lsn\": \"\(pending.finalLSN)\", \"xid\": \(pending.xid), \"node\": \(jsonQuoted(peer)), \"committed_at\": \"\(PgOutput.time(pending.commitTime))\"}"
         if pending.changes.isEmpty {
             try subscriber.query(ConflictMaintenance.recordSkip, ["", "{}", nil, version, peer])
         }
@@ -308,35 +276,16 @@ struct Resolve {
     }
 
     /// Waits until the worker runs past the skipped transaction.
-    private func waitPast(_ pending: PgOutput.Transaction, _ target: Target) -> ExitStatus {
-        let console = context.console
+    private func waitPast(_ lsn: LSN, _ target: Target) -> SkipProcedure.Event {
         var info: SubscriptionInfo?
         let past = pollUntil(timeout: max(timeout, 30), interval: 0.3) {
             info = try SubscriptionInfo.read(target.subscriber, name: target.subscription)
             guard let info else { return false }
-            return info.skipLSN == nil && (info.appliedUpTo ?? .zero) >= pending.finalLSN && info.workerRunning
+            return info.skipLSN == nil && (info.appliedUpTo ?? .zero) >= lsn && info.workerRunning
         }
-        guard past else {
-            console.error("mmlite: \(target.link): \(target.subscription) is enabled but has not got past \(pending.finalLSN) yet (applied up to \(info?.appliedUpTo?.description ?? "?"), worker \(info?.workerRunning == true ? "running" : "not running")); check `mmlite status`, run resolve again if the next transaction fails too")
-            return .partial
-        }
-        console.print("\(target.link): \(target.subscription) is streaming again (applied up to \(info?.appliedUpTo?.description ?? "?")).")
-        return .ok
-    }
-
-    private func report(_ transaction: PgOutput.Transaction, _ target: Target, verb: String) {
-        let console = context.console
-        let subscription = target.subscription
-        console.print("\(target.link): \(verb) transaction \(transaction.xid) of \(target.candidate.peer) (commit LSN \(transaction.finalLSN), committed \(SlotPeek.time(transaction.commitTime))), \(transaction.changes.count) change\(transaction.changes.count == 1 ? "" : "s"):")
-        for line in SlotPeek.describe(transaction) { console.print("  " + line) }
-        if verb == "Skipped" {
-            console.print("  recorded in \(node)'s mmlite.conflicts (kind \(ConflictMaintenance.skipKind)); ALTER SUBSCRIPTION \(subscription) SKIP (lsn = '\(transaction.finalLSN)')")
-        } else {
-            console.print("  (dry run: nothing changed; would record it in \(node)'s mmlite.conflicts and run ALTER SUBSCRIPTION \(subscription) SKIP (lsn = '\(transaction.finalLSN)'))")
-        }
+        return .past(reached: past, appliedUpTo: info?.appliedUpTo, workerRunning: info?.workerRunning == true)
     }
 }
-
 
 /// Polls `condition` until it holds or `timeout` seconds passed; errors count as false.
 func pollUntil(timeout: Double, interval: Double, _ condition: () throws -> Bool) -> Bool {

@@ -116,7 +116,7 @@ struct Status {
             guard let pending = try SlotPeek.firstPending(publisher, slot: link.slot, publication: config.names.publication,
                                                           originNone: info.origin == "none", appliedUpTo: info.appliedUpTo,
                                                           console: context.console) else { return nil }
-            let first = SlotPeek.describe(pending, limit: 3).joined(separator: "; ")
+            let first = PgOutput.describe(pending, limit: 3).joined(separator: "; ")
             return StuckLink(publisher: link.publisher, subscriber: link.subscriber, applyErrors: errors,
                              evidence: .pending(xid: pending.xid, commitLSN: pending.finalLSN, changes: first))
         } catch is SlotPeek.Busy {
