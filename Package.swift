@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "mmlite", targets: ["mmlite"]),
         .library(name: "PostgresClient", targets: ["PostgresClient"]),
         .library(name: "MMLiteCore", targets: ["MMLiteCore"]),
+        .library(name: "LocalCluster", targets: ["LocalCluster"]),
         .library(name: "ClusterHarness", targets: ["ClusterHarness"]),
     ],
     dependencies: [
@@ -31,14 +32,19 @@ let package = Package(
         .target(name: "CMMLiteVersion"),
         // Pure logic, no I/O: config, mesh model, names, SQL generation, LSNs, DSN masking.
         .target(name: "MMLiteCore", dependencies: ["CMMLiteVersion", "TOMLKit"]),
-        // Throwaway PostgreSQL clusters for tests, benchmarks and the sandbox.
-        .target(name: "ClusterHarness", dependencies: ["PostgresClient"]),
-        // The commands (doctor, apply, status, sandbox) and their I/O; a library
-        // so tests can run them in-process.
+        // Local PostgreSQL clusters: find an installation, initdb, start, stop,
+        // remove (the sandbox's needs, and the base of ClusterHarness).
+        .target(name: "LocalCluster", dependencies: ["PostgresClient"]),
+        // Throwaway clusters for tests and benchmarks: temporary folders removed
+        // also after a crash, MMLITE_PG_CONFIGS, waiting, log and content checks.
+        // Re-exports LocalCluster. Not a dependency of the tool.
+        .target(name: "ClusterHarness", dependencies: ["LocalCluster", "PostgresClient"]),
+        // The commands (doctor, apply, status, conflicts, resolve, join, part,
+        // sandbox) and their I/O; a library so tests can run them in-process.
         .target(
             name: "MMLiteCLI",
             dependencies: [
-                "MMLiteCore", "PostgresClient", "ClusterHarness",
+                "MMLiteCore", "PostgresClient", "LocalCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

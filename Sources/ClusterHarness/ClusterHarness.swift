@@ -1,38 +1,27 @@
 import Foundation
+@_exported import LocalCluster
 import PostgresClient
+
+// ClusterHarness: throwaway clusters for the tests and the benchmarks, on top
+// of LocalCluster (PGInstallation, Cluster, ChildProcess, ClusterDirectory,
+// re-exported here so `import ClusterHarness` is all a test needs).
+
+/// ClusterHarness's errors are LocalCluster's.
+public typealias HarnessError = ClusterError
 
 /// Starts throwaway clusters and removes them again: when `destroyAll()` is
 /// called, when the harness is deallocated, and — for a process that died
 /// before either — by the next harness that starts on this machine.
 public final class ClusterHarness {
-    /// Settings every cluster gets: logical replication with room for meshes,
-    /// quick retries, and durability traded for speed (throwaway data).
+    /// Settings every cluster gets: ClusterDirectory.meshSettings(for:).
     public static func defaultSettings(for installation: PGInstallation) -> [String: String] {
-        var settings = [
-            "wal_level": "logical",
-            "max_replication_slots": "32",
-            "max_wal_senders": "32",
-            "max_logical_replication_workers": "16",
-            "max_worker_processes": "32",
-            "max_connections": "60",
-            "shared_buffers": "32MB",
-            "fsync": "off",
-            "full_page_writes": "off",
-            "track_commit_timestamp": "on",
-            "wal_retrieve_retry_interval": "'500ms'",
-            "wal_receiver_status_interval": "'1s'",
-            "log_line_prefix": "'%m [%p] %a '",
-            "log_min_messages": "warning",
-        ]
-        if installation.knowsOutputPluginLibraries {
-            settings["output_plugin_libraries"] = "'pgoutput, test_decoding, mmlite'"
-        }
-        return settings
+        ClusterDirectory.meshSettings(for: installation)
     }
 
-    public let directory: String
-    public private(set) var clusters: [Cluster] = []
-    /// Keep clusters running after this object goes away (the sandbox).
+    private let local: ClusterDirectory
+    public var directory: String { local.directory }
+    public var clusters: [Cluster] { local.clusters }
+    /// Keep clusters running after this object goes away.
     public let persistent: Bool
 
     /// - Parameter directory: where clusters live. Default: a new folder under /tmp
@@ -41,17 +30,10 @@ public final class ClusterHarness {
     public init(directory: String? = nil, persistent: Bool = false) throws {
         Self.reapAbandoned()
         self.persistent = persistent
-        if let directory {
-            self.directory = directory
-        } else {
-            self.directory = "/tmp/mmlite-h-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
-        }
-        try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        local = try ClusterDirectory(directory: directory ?? "/tmp/mmlite-h-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))")
         if !persistent {
-            try "\(getpid())\n".write(toFile: self.directory + "/owner.pid", atomically: true, encoding: .utf8)
+            try "\(getpid())\n".write(toFile: local.directory + "/owner.pid", atomically: true, encoding: .utf8)
         }
-        try giveToServerOwner(self.directory)
     }
 
     deinit {
@@ -63,26 +45,7 @@ public final class ClusterHarness {
     @discardableResult
     public func startCluster(name: String, installation: PGInstallation,
                              settings: [String: String] = [:]) throws -> Cluster {
-        var merged = Self.defaultSettings(for: installation)
-        merged.merge(settings) { $1 }
-        let cluster = Cluster(name: name, installation: installation, directory: directory, port: try freeLoopbackPort())
-        try cluster.initialize(settings: merged)
-        clusters.append(cluster)
-        // Another process may take the port between our probe and the bind: retry.
-        var lastError: Error?
-        for attempt in 1...5 {
-            do {
-                try cluster.start()
-                return cluster
-            } catch {
-                lastError = error
-                if !cluster.serverLog().contains("could not bind") && !cluster.serverLog().contains("in use") { break }
-                // Keep the failed attempt's log apart: its FATAL is not an error of the cluster that runs.
-                try? FileManager.default.moveItem(atPath: cluster.logFile, toPath: cluster.logFile + ".port-taken-\(attempt)")
-                try cluster.setPort(try freeLoopbackPort())
-            }
-        }
-        throw HarnessError("could not start \(cluster): \(lastError.map { "\($0)" } ?? "")\n\(cluster.serverLog())")
+        try local.startCluster(name: name, installation: installation, settings: settings)
     }
 
     /// Starts `count` clusters named n1, n2, ... of one installation.
@@ -92,9 +55,7 @@ public final class ClusterHarness {
     }
 
     public func destroyAll() {
-        for cluster in clusters { cluster.destroy() }
-        clusters.removeAll()
-        try? FileManager.default.removeItem(atPath: directory)
+        local.destroyAll()
     }
 
     /// Stops and deletes clusters left by harness processes that no longer run
@@ -131,4 +92,46 @@ public func waitUntil(timeout: Double = 30, interval: Double = 0.1, _ condition:
         usleep(UInt32(interval * 1_000_000))
     } while Date() < deadline
     return (try? condition()) == true
+}
+
+extension PGInstallation {
+    /// Installations to test against: `MMLITE_PG_CONFIGS` (pg_config paths
+    /// separated by ':' or ','), else Debian's PostgreSQL 15, else `pg_config`
+    /// found on PATH.
+    public static func fromEnvironment() throws -> [PGInstallation] {
+        let environment = ProcessInfo.processInfo.environment
+        if let list = environment["MMLITE_PG_CONFIGS"], !list.isEmpty {
+            return try list.split(whereSeparator: { $0 == ":" || $0 == "," })
+                .map { try PGInstallation(pgConfig: String($0).trimmingCharacters(in: .whitespaces)) }
+        }
+        return [try systemDefault()]
+    }
+
+    /// Debian's PostgreSQL 15 if present, else `pg_config` on PATH.
+    public static func systemDefault() throws -> PGInstallation {
+        let debian = "/usr/lib/postgresql/15/bin/pg_config"
+        if FileManager.default.isExecutableFile(atPath: debian) { return try PGInstallation(pgConfig: debian) }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = String(directory) + "/pg_config"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return try PGInstallation(pgConfig: candidate) }
+        }
+        throw HarnessError("no PostgreSQL found: install postgresql-15 (apt-get install postgresql-15 postgresql-server-dev-15) or set MMLITE_PG_CONFIGS=/path/to/pg_config")
+    }
+}
+
+extension Cluster {
+    /// Log lines at ERROR, FATAL or PANIC, and crashes of any server process.
+    public func logErrors() -> [String] {
+        serverLog().split(separator: "\n").map(String.init).filter { line in
+            line.contains(" ERROR: ") || line.contains(" FATAL: ") || line.contains(" PANIC: ")
+                || line.contains("terminated by signal") || line.contains("was terminated by")
+        }
+    }
+
+    /// A content fingerprint of a table: row count and an md5 over every row's
+    /// text form in a fixed order. Equal fingerprints mean equal content.
+    public func fingerprint(of table: String) throws -> String {
+        try scalar("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '-') FROM \(table) t") ?? ""
+    }
 }

@@ -1,5 +1,5 @@
-import ClusterHarness
 import Foundation
+import LocalCluster
 import MMLiteCore
 
 /// `mmlite sandbox up/down`: local throwaway clusters forming a mesh.
@@ -68,7 +68,7 @@ struct Sandbox {
             throw CLIError(.config, "\(directory) exists and is not empty: pick another --dir")
         }
         let installation: PGInstallation
-        do { installation = try Self.installation(pgConfig) } catch let error as HarnessError {
+        do { installation = try Self.installation(pgConfig) } catch let error as ClusterError {
             throw CLIError(.config, error.description)
         }
         guard installation.hasMMLitePlugin else {
@@ -76,8 +76,8 @@ struct Sandbox {
         }
 
         console.print("Starting \(count) PostgreSQL \(installation.version) clusters in \(directory) ...")
-        let harness: ClusterHarness
-        do { harness = try ClusterHarness(directory: directory, persistent: true) } catch {
+        let harness: ClusterDirectory
+        do { harness = try ClusterDirectory(directory: directory) } catch {
             throw CLIError(.config, "cannot use \(directory): \(error)")
         }
         var state = State(pgConfig: installation.pgConfig, version: installation.version, nodes: [])

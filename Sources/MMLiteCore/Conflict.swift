@@ -112,10 +112,10 @@ public enum ConflictSQL {
     }
 
     /// Columns of the change table that carry the change itself (user columns
-    /// keep their own names next to them).
-    static let changeMetaColumns = ["mm_node", "mm_id", "mm_op", "mm_v_ms", "mm_v_counter", "mm_prev_ms", "mm_prev_counter", "mm_prev_node"]
-    /// Columns of the version table besides the key columns.
-    static let versionMetaColumns = ["v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"]
+    /// keep their own names next to them); shared with mmlite.so.
+    static let changeMetaColumns = ConflictContract.changeColumns
+    /// Columns of the version table besides the key columns; shared with mmlite.so.
+    static let versionMetaColumns = ConflictContract.versionColumns
     /// The generation-1 change table's columns (jsonb layout), dropped when upgrading.
     static let generation1ChangeColumns = ["id", "node", "op", "key", "row_data", "v_ms", "v_counter", "prev_ms", "prev_counter", "prev_node", "written_at"]
 

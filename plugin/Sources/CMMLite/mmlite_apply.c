@@ -36,6 +36,7 @@
  */
 #include "mmlite_pg.h"
 #include "mmlite_compat.h"
+#include "mmlite_contract.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -63,8 +64,6 @@
 extern int32 mmlite_swift_apply_plan(int32 op, bool user_row_found, bool version_found,
 									 bool version_is_tombstone, bool built_on_local_version);
 
-#define MMLITE_PLAN_APPLY 1
-
 PG_FUNCTION_INFO_V1(mmlite_apply_change);
 
 /*
@@ -78,9 +77,9 @@ typedef struct ColumnHints
 	int			count;
 } ColumnHints;
 
-/* The change table's mm_* columns, and the version table's columns, in this order. */
-static const char *const change_meta_names[] = {"mm_node", "mm_op", "mm_v_ms", "mm_v_counter", "mm_prev_ms", "mm_prev_counter", "mm_prev_node"};
-static const char *const versions_meta_names[] = {"v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"};
+/* The change table's mm_* columns, and the version table's columns, in this order (mmlite_contract.h). */
+static const char *const change_meta_names[] = MMLITE_CHANGE_COLUMNS;
+static const char *const versions_meta_names[] = MMLITE_VERSION_COLUMNS;
 
 /* What a trigger's arguments name, resolved once per trigger (by its OID). */
 typedef struct ApplyTarget
@@ -113,11 +112,11 @@ apply_target(Trigger *trigger)
 		if (target->trigger_oid == trigger->tgoid)
 			return target;
 
-	if (trigger->tgnargs != 4)
+	if (trigger->tgnargs != MMLITE_APPLY_ARGUMENTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("mmlite.apply_change() needs 4 trigger arguments (user table, version table, SQL apply function, node name), trigger \"%s\" has %d",
-						trigger->tgname, trigger->tgnargs),
+				 errmsg("mmlite.apply_change() needs %d trigger arguments (user table, version table, SQL apply function, node name), trigger \"%s\" has %d",
+						MMLITE_APPLY_ARGUMENTS, trigger->tgname, trigger->tgnargs),
 				 errhint("Re-install conflict handling with `mmlite apply`.")));
 	user_relid = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(trigger->tgargs[0])));
 	versions_relid = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(trigger->tgargs[1])));
@@ -200,19 +199,15 @@ texts_equal(Datum a, Datum b)
 		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
 }
 
-/* The op codes of ApplyPlan.swift's ChangeOp; 0 for anything else. */
-#define MMLITE_OP_INSERT 1
-#define MMLITE_OP_UPDATE 2
-#define MMLITE_OP_DELETE 3
-
+/* The op code (mmlite_contract.h) of an mm_op value; 0 for anything else. */
 static int32
 op_code(Datum value)
 {
-	if (text_equals(value, "update"))
+	if (text_equals(value, MMLITE_OP_UPDATE_NAME))
 		return MMLITE_OP_UPDATE;
-	if (text_equals(value, "insert"))
+	if (text_equals(value, MMLITE_OP_INSERT_NAME))
 		return MMLITE_OP_INSERT;
-	if (text_equals(value, "delete"))
+	if (text_equals(value, MMLITE_OP_DELETE_NAME))
 		return MMLITE_OP_DELETE;
 	return 0;
 }
@@ -651,7 +646,7 @@ apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key
 		{
 			slot_getallattrs(versions_found);
 			tombstone = versions_found->tts_isnull[t->v_op] ||
-				text_equals(versions_found->tts_values[t->v_op], "delete");
+				text_equals(versions_found->tts_values[t->v_op], MMLITE_OP_DELETE_NAME);
 			built_on_local = !c->nulls[c->prev_ms] && !c->nulls[c->prev_counter] && !c->nulls[c->prev_node] &&
 				!versions_found->tts_isnull[t->v_ms] && !versions_found->tts_isnull[t->v_counter] &&
 				!versions_found->tts_isnull[t->v_node] &&

@@ -3,16 +3,30 @@
 // function. Pure logic over plain values, called from C after the row
 // lookups and before any write; it calls nothing in PostgreSQL.
 
-/// Mirrors the `op` codes of mmlite_apply.c.
-enum ChangeOp: Int32 {
-    case insert = 1, update = 2, delete = 3
+import CMMLite
+
+/// An arriving change's op, from its code (include/mmlite_contract.h).
+enum ChangeOp {
+    case insert, update, delete
+
+    init?(code: Int32) {
+        switch code {
+        case MMLITE_OP_INSERT: self = .insert
+        case MMLITE_OP_UPDATE: self = .update
+        case MMLITE_OP_DELETE: self = .delete
+        default: return nil
+        }
+    }
 }
 
-enum ApplyPlan: Int32 {
+enum ApplyPlan {
     /// Let the SQL apply function decide (and log) this change.
-    case sql = 0
+    case sql
     /// Write the change's version and row image directly.
-    case direct = 1
+    case direct
+
+    /// The answer's code for C (include/mmlite_contract.h).
+    var code: Int32 { self == .direct ? MMLITE_PLAN_APPLY : MMLITE_PLAN_SQL }
 }
 
 /// The direct path takes exactly the changes that apply under every policy
@@ -43,6 +57,6 @@ func applyPlan(op: ChangeOp?, userRowFound: Bool, versionFound: Bool, versionIsT
 @_cdecl("mmlite_swift_apply_plan")
 func mmliteSwiftApplyPlan(_ op: Int32, _ userRowFound: Bool, _ versionFound: Bool,
                           _ versionIsTombstone: Bool, _ builtOnLocalVersion: Bool) -> Int32 {
-    applyPlan(op: ChangeOp(rawValue: op), userRowFound: userRowFound, versionFound: versionFound,
-              versionIsTombstone: versionIsTombstone, builtOnLocalVersion: builtOnLocalVersion).rawValue
+    applyPlan(op: ChangeOp(code: op), userRowFound: userRowFound, versionFound: versionFound,
+              versionIsTombstone: versionIsTombstone, builtOnLocalVersion: builtOnLocalVersion).code
 }

@@ -14,6 +14,8 @@
 #include "replication/output_plugin.h"
 #include "replication/origin.h"
 
+#include "mmlite_contract.h"
+
 /*
  * Result of a guarded PostgreSQL call: NULL when the call succeeded, else the
  * copied error, which the C trampoline re-raises once no Swift frame is left

@@ -16,7 +16,7 @@ public struct PGInstallation: Sendable, CustomStringConvertible {
 
     public init(pgConfig: String) throws {
         guard FileManager.default.isExecutableFile(atPath: pgConfig) else {
-            throw HarnessError("pg_config not found or not executable: \(pgConfig)")
+            throw ClusterError("pg_config not found or not executable: \(pgConfig)")
         }
         func ask(_ flag: String) throws -> String {
             try runCommand([pgConfig, flag]).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -27,7 +27,7 @@ public struct PGInstallation: Sendable, CustomStringConvertible {
         sharedir = try ask("--sharedir")
         let versionLine = try ask("--version")  // "PostgreSQL 15.20 (Debian 15.20-0+deb12u1)"
         let words = versionLine.split(separator: " ")
-        guard words.count >= 2 else { throw HarnessError("unexpected pg_config --version: \(versionLine)") }
+        guard words.count >= 2 else { throw ClusterError("unexpected pg_config --version: \(versionLine)") }
         version = String(words[1])
         major = Int(version.prefix { $0.isNumber }) ?? 0
         let sample = (try? String(contentsOfFile: sharedir + "/postgresql.conf.sample", encoding: .utf8)) ?? ""
@@ -47,33 +47,10 @@ public struct PGInstallation: Sendable, CustomStringConvertible {
     }
 
     public func binary(_ name: String) -> String { bindir + "/" + name }
-
-    /// Installations to test against: `MMLITE_PG_CONFIGS` (pg_config paths
-    /// separated by ':' or ','), else Debian's PostgreSQL 15, else `pg_config`
-    /// found on PATH.
-    public static func fromEnvironment() throws -> [PGInstallation] {
-        let environment = ProcessInfo.processInfo.environment
-        if let list = environment["MMLITE_PG_CONFIGS"], !list.isEmpty {
-            return try list.split(whereSeparator: { $0 == ":" || $0 == "," })
-                .map { try PGInstallation(pgConfig: String($0).trimmingCharacters(in: .whitespaces)) }
-        }
-        return [try systemDefault()]
-    }
-
-    /// Debian's PostgreSQL 15 if present, else `pg_config` on PATH.
-    public static func systemDefault() throws -> PGInstallation {
-        let debian = "/usr/lib/postgresql/15/bin/pg_config"
-        if FileManager.default.isExecutableFile(atPath: debian) { return try PGInstallation(pgConfig: debian) }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        for directory in path.split(separator: ":") {
-            let candidate = String(directory) + "/pg_config"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return try PGInstallation(pgConfig: candidate) }
-        }
-        throw HarnessError("no PostgreSQL found: install postgresql-15 (apt-get install postgresql-15 postgresql-server-dev-15) or set MMLITE_PG_CONFIGS=/path/to/pg_config")
-    }
 }
 
-public struct HarnessError: Error, CustomStringConvertible, Sendable {
+/// A failure of a server program or of the local machine (a port, a file).
+public struct ClusterError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

@@ -5,7 +5,7 @@ import Foundation
 /// Not Foundation's Process: Process notices a child's exit through a
 /// descriptor the child inherits, and a child that starts a server (`pg_ctl
 /// start`, `mmlite sandbox up`) leaves that server holding it, so Process
-/// never returns. Used by the harness, the tests and the benchmarks.
+/// never returns. Used by LocalCluster, the test harness, the tests and the benchmarks.
 public final class ChildProcess: @unchecked Sendable {
     public let arguments: [String]
     public let pid: pid_t
@@ -18,7 +18,7 @@ public final class ChildProcess: @unchecked Sendable {
     /// `environment` entries are added to (or replace) this process's.
     /// A relative program name is looked up on PATH.
     public init(_ arguments: [String], outputPath: String, errorPath: String? = nil, environment: [String: String] = [:]) throws {
-        guard !arguments.isEmpty else { throw HarnessError("empty command") }
+        guard !arguments.isEmpty else { throw ClusterError("empty command") }
         self.arguments = arguments
         self.outputPath = outputPath
         self.errorPath = errorPath
@@ -41,7 +41,7 @@ public final class ChildProcess: @unchecked Sendable {
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
         guard spawned == 0 else {
-            throw HarnessError("could not run \(arguments[0]): \(String(cString: strerror(spawned)))")
+            throw ClusterError("could not run \(arguments[0]): \(String(cString: strerror(spawned)))")
         }
         self.pid = pid
     }

@@ -1,7 +1,7 @@
 import Foundation
 import PostgresClient
 
-/// One throwaway PostgreSQL cluster on a loopback port.
+/// One local PostgreSQL cluster on a loopback port, run by the server owner.
 public final class Cluster: CustomStringConvertible {
     public enum ShutdownMode: String { case smart, fast, immediate }
 
@@ -50,10 +50,10 @@ public final class Cluster: CustomStringConvertible {
 
     // MARK: lifecycle
 
-    func initialize(settings: [String: String]) throws {
+    package func initialize(settings: [String: String]) throws {
         try runCommand(asServerOwner([installation.binary("initdb"), "-N", "-A", "trust", "-U", "postgres",
                                       "-E", "UTF8", "--locale=C", "-D", dataDirectory]))
-        var lines = ["", "# written by mmlite's ClusterHarness"]
+        var lines = ["", "# written by mmlite's LocalCluster"]
         for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
             lines.append("\(key) = \(value)")
         }
@@ -64,7 +64,7 @@ public final class Cluster: CustomStringConvertible {
         try handle.close()
     }
 
-    func setPort(_ port: Int) throws {
+    package func setPort(_ port: Int) throws {
         self.port = port
     }
 
@@ -107,19 +107,5 @@ public final class Cluster: CustomStringConvertible {
     /// The server log so far.
     public func serverLog() -> String {
         (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
-    }
-
-    /// Log lines at ERROR, FATAL or PANIC, and crashes of any server process.
-    public func logErrors() -> [String] {
-        serverLog().split(separator: "\n").map(String.init).filter { line in
-            line.contains(" ERROR: ") || line.contains(" FATAL: ") || line.contains(" PANIC: ")
-                || line.contains("terminated by signal") || line.contains("was terminated by")
-        }
-    }
-
-    /// A content fingerprint of a table: row count and an md5 over every row's
-    /// text form in a fixed order. Equal fingerprints mean equal content.
-    public func fingerprint(of table: String) throws -> String {
-        try scalar("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '-') FROM \(table) t") ?? ""
     }
 }

@@ -1,0 +1,37 @@
+/*
+ * What the native apply trigger (mmlite_apply.c, ApplyPlan.swift) relies on
+ * in the objects `mmlite apply` generates (Sources/MMLiteCore/Conflict.swift):
+ * the C side of MMLiteCore's ConflictContract. The two are written twice, in
+ * two languages; Tests/MMLiteCoreTests/ConflictContractTests.swift reads this
+ * file and fails when they differ. Plain #defines only (no PostgreSQL
+ * headers), so that test can read them and Swift can import them.
+ */
+#ifndef MMLITE_CONTRACT_H
+#define MMLITE_CONTRACT_H
+
+/*
+ * The change table's mm_* columns the trigger reads (all but mm_id), and the
+ * version table's columns besides the key, in this order: mmlite_apply.c
+ * refers to them by position.
+ */
+#define MMLITE_CHANGE_COLUMNS {"mm_node", "mm_op", "mm_v_ms", "mm_v_counter", "mm_prev_ms", "mm_prev_counter", "mm_prev_node"}
+#define MMLITE_VERSION_COLUMNS {"v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"}
+
+/* The values of mm_op (change table) and op (version table; "delete" is a tombstone). */
+#define MMLITE_OP_INSERT_NAME "insert"
+#define MMLITE_OP_UPDATE_NAME "update"
+#define MMLITE_OP_DELETE_NAME "delete"
+
+/* Their codes between C and ApplyPlan.swift's ChangeOp; 0 is any other op. */
+#define MMLITE_OP_INSERT 1
+#define MMLITE_OP_UPDATE 2
+#define MMLITE_OP_DELETE 3
+
+/* ApplyPlan.swift's answers: hand the change to the SQL apply function, or apply it here. */
+#define MMLITE_PLAN_SQL 0
+#define MMLITE_PLAN_APPLY 1
+
+/* mmlite.apply_change()'s trigger arguments: user table, version table, SQL apply function(), node name. */
+#define MMLITE_APPLY_ARGUMENTS 4
+
+#endif							/* MMLITE_CONTRACT_H */
