@@ -240,9 +240,6 @@ public struct Checks: Sendable {
         }
 
         // peer_dsn database.
-        for peer in config.nodes where peer.name != name {
-            _ = peer
-        }
         if let own = config.node(named: name), let peerDatabase = DSN.value("dbname", in: own.effectivePeerDSN),
            !DSN.looksLikeConninfo(peerDatabase), !node.database.isEmpty, peerDatabase != node.database {
             fail("peer_dsn", "the peer_dsn of \(name) names database \(peerDatabase) but mmlite works in \(node.database) (slots and publications belong to one database)",
