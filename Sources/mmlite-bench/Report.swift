@@ -116,11 +116,11 @@ struct Report {
         rows.append(Row(key: "mesh2_tps_vs_pglogical", what: "2-node mmlite total TPS / 2-node pglogical total TPS (unthrottled)",
                         value: mesh2TPSVsPglogical.map { fmt($0, 3) } ?? "n/a (\(results.skipped["pglogical"] ?? "not run"))", target: "≥ 1", met: verdict(mesh2TPSVsPglogical.map { $0 >= 1 })))
         rows.append(Row(key: "join_copy_vs_pgdump", what: "`mmlite join` time / `pg_dump \\| psql` time, \(compact(results.parameters["join rows"].flatMap { Int($0) } ?? 0)) rows",
-                        value: joinCopyVsPgdump.map { fmt($0, 3) } ?? "not yet available (\(results.skipped["join"] ?? "not run"))", target: "—", met: "—"))
+                        value: joinCopyVsPgdump.map { fmt($0, 3) } ?? "not measured (\(results.skipped["join"] ?? "not run"))", target: "—", met: "—"))
         rows.append(Row(key: "conflict_overhead_pct", what: "extra apply time with conflict handling (last-update-wins, native apply trigger: the default), %",
-                        value: conflictOverheadPct.map { fmt($0, 1) } ?? "not yet available (\(results.skipped["conflicts"] ?? "not run"))", target: "≤ 100 (apply ≥ 0.5× plain)", met: verdict(conflictOverheadPct.map { $0 <= 100 })))
+                        value: conflictOverheadPct.map { fmt($0, 1) } ?? "not measured (\(results.skipped["conflicts"] ?? "not run"))", target: "≤ 100 (apply ≥ 0.5× plain)", met: verdict(conflictOverheadPct.map { $0 <= 100 })))
         rows.append(Row(key: "conflict_overhead_sql_pct", what: "the same with the SQL apply trigger (`conflict_apply = \"sql\"`, or a node without mmlite.so), %",
-                        value: conflictOverheadSQLPct.map { fmt($0, 1) } ?? "not yet available (\(results.skipped["conflicts"] ?? "not run"))", target: "—", met: "—"))
+                        value: conflictOverheadSQLPct.map { fmt($0, 1) } ?? "not measured (\(results.skipped["conflicts"] ?? "not run"))", target: "—", met: "—"))
         return rows
     }
 

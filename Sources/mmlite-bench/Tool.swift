@@ -3,15 +3,10 @@ import Foundation
 import PostgresClient
 
 /// The `mmlite` command-line tool, for the scenarios that need its commands
-/// (`join`, conflict handling). Whether a command exists is asked at run time.
+/// (`join`, conflict handling).
 struct MMLiteTool {
     let path: String
     let workDirectory: String
-
-    func has(_ command: [String]) -> Bool {
-        guard FileManager.default.isExecutableFile(atPath: path) else { return false }
-        return ((try? runProgram([path] + command + ["--help"], workDirectory: workDirectory))?.code ?? 1) == 0
-    }
 
     @discardableResult
     func call(_ arguments: [String]) throws -> String {

@@ -5,7 +5,7 @@ import MMLiteCore
 import PostgresClient
 import Testing
 
-/// Each bad input of issue 4: a clear message, and no node changed (or, for a
+/// Each bad input: a clear message, and no node changed (or, for a
 /// node dying mid-apply, see CLIMeshTests.nodeDownMidApply).
 @Suite("Bad input", .enabled(if: installation != nil))
 struct BadInputTests {
