@@ -407,9 +407,11 @@ public enum ConflictSQL {
     }
 
     /// The native apply trigger (mmlite.so's `mmlite_apply_change`) where the
-    /// server's mmlite.so has it, else the SQL one: decided on the node, at
-    /// install time, so a node without the plugin (`origin = none` on 16+)
-    /// or with an older build still gets working conflict handling. The
+    /// installing role can create it from the server's mmlite.so, else the SQL
+    /// one: decided on the node, at install time, so a node without the plugin
+    /// (`origin = none` on 16+), with an older build, or where the role may
+    /// not create C functions (no superuser: permission denied for language c)
+    /// still gets working conflict handling. Any failure of that probe falls back. The
     /// native trigger hands every case it does not take to the SQL function
     /// (docs/conflicts.md, "Native apply").
     static func nativeApplyTrigger(_ table: Table, node: String) -> String {
@@ -420,7 +422,7 @@ public enum ConflictSQL {
             BEGIN
                 CREATE OR REPLACE FUNCTION mmlite.apply_change() RETURNS trigger
                     LANGUAGE C AS '$libdir/mmlite', 'mmlite_apply_change';
-            EXCEPTION WHEN undefined_file OR undefined_function THEN
+            EXCEPTION WHEN OTHERS THEN
                 RAISE NOTICE 'mmlite: no native apply on this server (%); conflict handling applies with SQL', SQLERRM;
             END $mmlite$;
             DO $mmlite$

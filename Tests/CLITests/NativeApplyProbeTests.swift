@@ -1,0 +1,36 @@
+import ClusterHarness
+import Foundation
+import MMLiteCore
+import PostgresClient
+import Testing
+
+@Suite("native apply only where it loads", .enabled(if: installation != nil), .serialized)
+struct NativeApplyProbeTests {
+    @Test("a role that may not create C functions (no superuser) gets the SQL apply trigger, not an error")
+    func nonSuperuserFallsBackToSQL() throws {
+        let mesh = try TestMesh(1)
+        let cluster = mesh[1]
+        try cluster.execute("""
+            CREATE ROLE app_admin LOGIN;
+            GRANT CREATE ON DATABASE postgres TO app_admin;
+            ALTER TABLE public.users OWNER TO app_admin;
+            """)
+        let table = ConflictSQL.Table(name: QualifiedName(schema: "public", name: "users"),
+                                      columns: [ConflictSQL.Column(name: "id", type: "integer", keyPosition: 1),
+                                                ConflictSQL.Column(name: "name", type: "text"),
+                                                ConflictSQL.Column(name: "department_id", type: "integer")],
+                                      policy: .lastUpdateWins, nativeApply: true)
+        let steps = try ConflictPlanner(tables: [table]).steps(nodes: ["n1"], observed: [:])
+        let admin = try cluster.connect(overrides: ["user": "app_admin"])
+        defer { admin.close() }
+        #expect(try admin.query("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar == "f")
+        for step in steps { try admin.execute(step.sql) }
+        let function = try cluster.scalar("""
+            SELECT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+            WHERE t.tgname = 'mmlite_apply' AND t.tgrelid = 'mmlite."public.users$changes"'::regclass
+            """)
+        #expect(function != nil && function != "apply_change", "the SQL apply function, not mmlite.apply_change: \(function ?? "none")")
+        // The probe failed, so no C function was created.
+        #expect(try cluster.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'apply_change'") == "0")
+    }
+}
