@@ -190,6 +190,8 @@ struct Catalog {
         var logRows: Int64?
         var changeTables = 0, changeBytes: Int64 = 0, changeRows: Int64 = 0
         var versionTables = 0, versionBytes: Int64 = 0, versionRows: Int64 = 0
+        /// Change tables whose apply trigger is the native (C) one.
+        var nativeApplyTables = 0
     }
 
     func conflictStorage() throws -> ConflictStorage? {
@@ -201,6 +203,7 @@ struct Catalog {
         storage.versionTables = row.int("version_tables") ?? 0
         storage.versionBytes = row.int64("version_bytes") ?? 0
         storage.versionRows = row.int64("version_rows") ?? 0
+        storage.nativeApplyTables = row.int("native_apply_tables") ?? 0
         if storage.logBytes != nil {
             storage.logRows = try connection.query(ConflictMaintenance.logRows).first?.int64("log_rows")
         }

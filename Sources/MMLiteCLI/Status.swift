@@ -15,6 +15,8 @@ struct NodeStatus {
     /// Change and version tables of opted-in tables: count, total size, estimated rows.
     var changeTables = 0, changeBytes: Int64 = 0, changeRows: Int64 = 0
     var versionTables = 0, versionBytes: Int64 = 0, versionRows: Int64 = 0
+    /// Change tables applied by the native (C) trigger; the others apply with SQL.
+    var nativeApplyTables = 0
 }
 
 struct Status {
@@ -72,6 +74,7 @@ struct Status {
                 status.conflictLogRows = storage.logRows
                 status.changeTables = storage.changeTables; status.changeBytes = storage.changeBytes; status.changeRows = storage.changeRows
                 status.versionTables = storage.versionTables; status.versionBytes = storage.versionBytes; status.versionRows = storage.versionRows
+                status.nativeApplyTables = storage.nativeApplyTables
             }
             status.reachable = true
             return (status, state)
@@ -156,6 +159,9 @@ struct Status {
                     ("version_tables", .integer(Int64(node.versionTables))),
                     ("version_tables_bytes", .integer(node.versionBytes)),
                     ("version_tables_rows_estimate", .integer(node.versionRows)),
+                    ("conflict_apply", .optional(ConflictMaintenance.applyLabel(nativeTables: node.nativeApplyTables, changeTables: node.changeTables))),
+                    ("conflict_apply_sql_reason", .optional(ConflictMaintenance.sqlApplyReason(
+                        nativeTables: node.nativeApplyTables, changeTables: node.changeTables, configured: config.mesh.conflictApply))),
                 ])
             })),
             ("links", .array(links.map { entry in
@@ -195,15 +201,22 @@ struct Status {
         let healthy = links.filter { $0.health == .ok }.count
         console.print("Mesh \(config.mesh.name): \(overall.rawValue.uppercased()) — \(nodes.filter(\.reachable).count)/\(nodes.count) nodes up, \(healthy)/\(links.count) links ok")
         console.print()
-        var nodeRows = [["NODE", "STATE", "VERSION", "LSN", "CONFLICT LOG", "CHANGES", "VERSIONS", "DSN"]]
+        var nodeRows = [["NODE", "STATE", "VERSION", "LSN", "CONFLICT LOG", "CHANGES", "VERSIONS", "APPLY", "DSN"]]
         for node in nodes {
             let log = node.conflictLogRows.map { "\($0) row\($0 == 1 ? "" : "s"), \(formatBytes(UInt64(max(0, node.conflictLogBytes ?? 0))))" } ?? "-"
             let changes = node.changeTables == 0 ? "-" : formatBytes(UInt64(max(0, node.changeBytes)))
             let versions = node.versionTables == 0 ? "-" : "\(formatBytes(UInt64(max(0, node.versionBytes)))) (~\(node.versionRows) rows)"
             nodeRows.append([node.name, node.reachable ? "up" : "DOWN", node.version ?? "-", node.currentLSN?.description ?? "-",
-                             log, changes, versions, node.dsn])
+                             log, changes, versions,
+                             ConflictMaintenance.applyLabel(nativeTables: node.nativeApplyTables, changeTables: node.changeTables) ?? "-", node.dsn])
         }
         printTable(nodeRows, console: console)
+        for node in nodes {
+            if let reason = ConflictMaintenance.sqlApplyReason(nativeTables: node.nativeApplyTables, changeTables: node.changeTables,
+                                                               configured: config.mesh.conflictApply) {
+                console.print("\(node.name): conflicts apply with SQL: \(reason)")
+            }
+        }
         console.print()
         var linkRows = [["LINK", "SUBSCRIPTION", "WORKER", "SLOT", "FILTER", "LAG", "LAG(s)", "RETAINED", "STATE"]]
         for entry in links {

@@ -57,10 +57,29 @@ public enum ConflictMaintenance {
                coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint AS change_rows,
                count(*) FILTER (WHERE c.relname LIKE '%$versions') AS version_tables,
                coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_bytes,
-               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_rows
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_rows,
+               count(*) FILTER (WHERE c.relname LIKE '%$changes' AND EXISTS (
+                   SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+                   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+                   WHERE t.tgrelid = c.oid AND t.tgname = 'mmlite_apply' AND l.lanname = 'c')) AS native_apply_tables
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'mmlite' AND c.relkind = 'r'
         """
+
+    /// Which apply trigger a node's opted-in tables use, for `status`: nil
+    /// without opted-in tables; "native", "sql", or "native N/M" when mixed.
+    public static func applyLabel(nativeTables: Int, changeTables: Int) -> String? {
+        guard changeTables > 0 else { return nil }
+        if nativeTables >= changeTables { return "native" }
+        return nativeTables == 0 ? "sql" : "native \(nativeTables)/\(changeTables)"
+    }
+
+    /// Why a node applies (some) conflicts with SQL, for `status`; nil when all are native.
+    public static func sqlApplyReason(nativeTables: Int, changeTables: Int, configured: ConflictApply) -> String? {
+        guard changeTables > nativeTables else { return nil }
+        if configured == .sql { return "conflict_apply = \"sql\" in the configuration" }
+        return "mmlite.apply_change() could not be created when apply installed conflict handling: no mmlite.so on this server, an older one, or a role that may not create C functions (not a superuser); re-run `mmlite apply` after installing it to switch"
+    }
 
     /// Rows in the conflict log (run only where it exists).
     public static let logRows = "SELECT count(*) AS log_rows FROM mmlite.conflicts"

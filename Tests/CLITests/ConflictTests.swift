@@ -103,6 +103,9 @@ struct ConflictTests {
     func pairings(_ conflictCase: ConflictCase) throws {
         let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
         for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
+        // status says which apply each node uses.
+        let applyStatus = mesh.mmlite(["status", "--format", "json"])
+        #expect(applyStatus.out.components(separatedBy: "\"conflict_apply\": \"\(conflictCase.apply == .sql ? "sql" : "native")\"").count == 4, "\(applyStatus)")
         // The user table left the publication; its change table replaced it.
         #expect(try mesh[1].scalar("SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = 'mmlite_shop'") == "mmlite.public.accounts$changes,public.plain")
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))

@@ -70,4 +70,15 @@ struct ConflictMaintenanceTests {
         #expect(warnings.first?.message.contains("users_email_key") == true)
         #expect(warnings.first?.fix?.contains("mmlite resolve <node> --skip") == true)
     }
+
+    @Test("status names each node's apply: native, sql, or mixed, and why SQL")
+    func applyLabel() {
+        #expect(ConflictMaintenance.applyLabel(nativeTables: 0, changeTables: 0) == nil)
+        #expect(ConflictMaintenance.applyLabel(nativeTables: 2, changeTables: 2) == "native")
+        #expect(ConflictMaintenance.applyLabel(nativeTables: 0, changeTables: 2) == "sql")
+        #expect(ConflictMaintenance.applyLabel(nativeTables: 1, changeTables: 3) == "native 1/3")
+        #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 2, changeTables: 2, configured: .auto) == nil)
+        #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 0, changeTables: 1, configured: .sql) == "conflict_apply = \"sql\" in the configuration")
+        #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 0, changeTables: 1, configured: .auto)?.contains("may not create C functions") == true)
+    }
 }
