@@ -78,7 +78,7 @@ public enum ConflictMaintenance {
     public static func sqlApplyReason(nativeTables: Int, changeTables: Int, configured: ConflictApply) -> String? {
         guard changeTables > nativeTables else { return nil }
         if configured == .sql { return "conflict_apply = \"sql\" in the configuration" }
-        return "mmlite.apply_change() could not be created when apply installed conflict handling: no mmlite.so on this server, an older one, or a role that may not create C functions (not a superuser); re-run `mmlite apply` after installing it to switch"
+        return "mmlite.apply_change() could not be created when apply installed conflict handling: no mmlite.so on this server, an older one, or a role that may not create C functions (not a superuser)"
     }
 
     /// Rows in the conflict log (run only where it exists).
