@@ -41,6 +41,10 @@ struct Doctor {
         for link in preflight.view.links where reachable.contains(link.subscriber) {
             request.peers.insert(link)
         }
+        // Opted-in tables: which apply trigger each node will get.
+        if config.mesh.conflictApply == .auto, preflight.tables.contains(where: { config.tableSettings[$0]?.conflicts != nil }) {
+            request.nativeApply = reachable
+        }
         preflight.probe(request)
         let results = preflight.evaluate()
         let worst = Checks.worst(results)

@@ -8,6 +8,8 @@ struct ProbeRequest {
     var plugin: Set<String> = []
     /// (subscriber, publisher) pairs to test peer_dsn reachability for.
     var peers: Set<Link> = []
+    /// Nodes to test creating the native apply trigger's C function on.
+    var nativeApply: Set<String> = []
 }
 
 /// Gathers facts about every node (see `NodeFacts`).
@@ -171,6 +173,9 @@ struct Inspector {
             if request.plugin.contains(facts[index].name) {
                 facts[index].pluginProbe = probePlugin(facts[index], connection)
             }
+            if request.nativeApply.contains(facts[index].name) {
+                facts[index].nativeApplyProbe = probeNativeApply(connection)
+            }
             for link in request.peers where link.subscriber == facts[index].name {
                 guard let publisher = config.node(named: link.publisher) else { continue }
                 facts[index].peerProbes[link.publisher] = probePeer(facts[index], connection, peerDSN: publisher.effectivePeerDSN)
@@ -191,6 +196,23 @@ struct Inspector {
             defer { _ = try? connection.execute("RESET statement_timeout") }
             try connection.query("SELECT pg_create_logical_replication_slot($1, 'mmlite', true)", [slot])
             try connection.query("SELECT pg_drop_replication_slot($1)", [slot])
+            return .ok
+        } catch let error as PGError {
+            if error.kind == .connection { return .skipped(console.redact(error.message)) }
+            return .failed(sqlState: SQLState(error.sqlState), message: console.redact(error.message))
+        } catch {
+            return .failed(sqlState: nil, message: describe(error))
+        }
+    }
+
+    /// Whether the role can create `mmlite.apply_change()` as conflict handling
+    /// does: the same CREATE FUNCTION, in pg_temp, rolled back.
+    private func probeNativeApply(_ connection: PGConnection) -> ProbeResult {
+        do {
+            try connection.execute("BEGIN")
+            defer { _ = try? connection.execute("ROLLBACK") }
+            try connection.execute("SET LOCAL client_min_messages = error")
+            try connection.execute(ConflictSQL.nativeApplyProbe)
             return .ok
         } catch let error as PGError {
             if error.kind == .connection { return .skipped(console.redact(error.message)) }

@@ -61,6 +61,7 @@ public struct Checks: Sendable {
         }
         for facts in self.facts {
             results += evaluate(facts)
+            results += nativeApplyCheck(facts)
         }
         results += sequenceChecks()
         return results
@@ -296,6 +297,30 @@ public struct Checks: Sendable {
                 return result(.warning, "could not test the mmlite plugin on \(name): \(reason)", nil)
             }
             return []
+        }
+    }
+
+    /// Which apply trigger opted-in tables will get on this node (both are
+    /// correct; native is faster), from the probe that creates its C function.
+    private func nativeApplyCheck(_ node: NodeFacts) -> [CheckResult] {
+        func result(_ message: String) -> [CheckResult] {
+            [CheckResult(node: node.name, check: "conflict_apply", status: .pass, message: message)]
+        }
+        let sql = "opted-in tables will apply arriving changes with the SQL trigger (portable, slower): "
+        switch node.nativeApplyProbe {
+        case .notRun:
+            return []
+        case .ok:
+            return result("opted-in tables will apply arriving changes with the native trigger (mmlite.apply_change in mmlite.so)")
+        case .skipped(let why):
+            return result(sql + "could not test the native one: \(why)")
+        case .failed(let state, let message):
+            switch state {
+            case .insufficientPrivilege?: return result(sql + "\(node.role) may not create C functions (only a superuser may)")
+            case .undefinedFile?: return result(sql + "mmlite.so is not installed on this server")
+            case .undefinedFunction?: return result(sql + "this server's mmlite.so has no native apply (an older build)")
+            default: return result(sql + "creating mmlite.apply_change() failed: \(message)")
+            }
         }
     }
 

@@ -437,6 +437,9 @@ public enum ConflictSQL {
             """
     }
 
+    /// The CREATE FUNCTION of the native trigger, into pg_temp (doctor runs it in a rolled-back transaction).
+    public static let nativeApplyProbe = "CREATE FUNCTION pg_temp.mmlite_probe_apply_change() RETURNS trigger LANGUAGE C AS '$libdir/mmlite', 'mmlite_apply_change'"
+
     static func sqlApplyTriggerStatement(_ table: Table) -> String {
         "CREATE TRIGGER mmlite_apply BEFORE INSERT ON \(changeTable(table.name).sql) FOR EACH ROW EXECUTE FUNCTION \(function(table.name, "apply").sql)()"
     }

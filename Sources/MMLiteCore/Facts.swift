@@ -23,6 +23,8 @@ public struct NodeFacts: Sendable, Equatable {
     public var pluginProbe: ProbeResult = .notRun
     /// For each peer: whether this node reaches it with the peer's peer_dsn.
     public var peerProbes: [String: ProbeResult] = [:]
+    /// Whether this node's role can create the native apply trigger's C function (opted-in tables only).
+    public var nativeApplyProbe: ProbeResult = .notRun
     public var state: NodeState?
 
     public init(name: String) { self.name = name }

@@ -18,6 +18,8 @@ public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConver
     public static let insufficientPrivilege = SQLState(rawValue: "42501")
     /// 58P01 undefined_file: a library (e.g. the output plugin) is not installed.
     public static let undefinedFile = SQLState(rawValue: "58P01")
+    /// 42883 undefined_function: e.g. a library without the function asked for.
+    public static let undefinedFunction = SQLState(rawValue: "42883")
     /// 55006 object_in_use: e.g. a replication slot a walsender holds.
     public static let objectInUse = SQLState(rawValue: "55006")
 }

@@ -33,4 +33,17 @@ struct NativeApplyProbeTests {
         // The probe failed, so no C function was created.
         #expect(try cluster.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'apply_change'") == "0")
     }
+
+    @Test("doctor says which apply trigger each node will get, and why SQL")
+    func doctorNamesTheApply() throws {
+        let mesh = try TestMesh(2)
+        try mesh[2].execute("CREATE ROLE app_admin LOGIN; GRANT CREATE ON DATABASE postgres TO app_admin; ALTER TABLE public.users OWNER TO app_admin")
+        try mesh.writeConfig(dsn: [2: mesh[2].conninfo.replacingOccurrences(of: "user=postgres", with: "user=app_admin")],
+                             extraNodes: "\n[tables.\"public.users\"]\nconflicts = \"last-update-wins\"\n")
+        let doctor = mesh.mmlite(["doctor"])
+        #expect(doctor.out.contains("conflict_apply") && doctor.out.contains("opted-in tables will apply arriving changes with the native trigger"), "\(doctor)")
+        #expect(doctor.out.contains("with the SQL trigger (portable, slower): app_admin may not create C functions (only a superuser may)"), "\(doctor)")
+        // Nothing was left behind by the probe.
+        #expect(try mesh[1].scalar("SELECT count(*) FROM pg_proc WHERE proname = 'mmlite_probe_apply_change'") == "0")
+    }
 }
