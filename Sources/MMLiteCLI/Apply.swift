@@ -30,7 +30,7 @@ struct Apply {
             return .failure
         }
         preflight.probe(probes(for: plan))
-        let results = preflight.evaluate()
+        let results = preflight.evaluate(for: .apply)
         if let refused = refuse(results.filter { $0.status == .failure }, config: config) { return refused }
         for warning in results.filter({ $0.status == .warning }) {
             console.error("warning: \(warning.node.map { "\($0): " } ?? "")\(warning.message)" + (warning.fix.map { "\n  fix: \($0)" } ?? ""))

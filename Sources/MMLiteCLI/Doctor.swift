@@ -46,7 +46,7 @@ struct Doctor {
             request.nativeApply = reachable
         }
         preflight.probe(request)
-        let results = preflight.evaluate()
+        let results = preflight.evaluate(for: .doctor)
         let worst = Checks.worst(results)
         let failures = results.filter { $0.status == .failure }.count
         let warnings = results.filter { $0.status == .warning }.count

@@ -57,6 +57,8 @@ struct Inspector {
     /// Version, role, privileges, settings and tables of a node.
     private func basics(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
         try server(&facts, connection)
+        try rights(&facts, connection)
+        try peerRole(&facts, connection)
         try settings(&facts, connection)
         try tables(&facts, connection)
     }
@@ -80,6 +82,39 @@ struct Inspector {
         facts.privileges.createOnDatabase = row?.bool("create_on_database") ?? false
         facts.privileges.createSubscription = row?.bool("create_subscription") ?? false
         facts.pluginFilesInstalled = row?.bool("plugin_files_installed") ?? false
+    }
+
+    /// The rights join needs beyond apply's (see `RequiredRights`).
+    private func rights(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
+        if facts.privileges.superuser {
+            facts.privileges.setSessionReplicationRole = true
+            facts.privileges.originFunctions = Set(OriginFunction.allCases)
+            return
+        }
+        if facts.capabilities.grantSetOnParameter {
+            facts.privileges.setSessionReplicationRole = try connection.query(
+                "SELECT has_parameter_privilege('session_replication_role', 'SET') AS allowed").first?.bool("allowed") ?? false
+        }
+        let functions = OriginFunction.allCases
+        let rows = try connection.query("""
+            SELECT f.ordinality AS position, has_function_privilege(f.signature::regprocedure, 'EXECUTE') AS allowed
+            FROM unnest($1::text[]) WITH ORDINALITY AS f(signature, ordinality)
+            """, [arrayLiteral(functions.map(\.signature))]).named
+        for row in rows where row.bool("allowed") == true {
+            if let position = row.int("position"), functions.indices.contains(position - 1) {
+                facts.privileges.originFunctions.insert(functions[position - 1])
+            }
+        }
+    }
+
+    /// The role this node's peer_dsn names, as this node (the publisher) knows it.
+    private func peerRole(_ facts: inout NodeFacts, _ connection: PGConnection) throws {
+        guard let node = config.node(named: facts.name), let user = DSN.value("user", in: node.effectivePeerDSN), !user.isEmpty else { return }
+        let row = try connection.query("""
+            SELECT rolsuper AS superuser, rolreplication AS replication, rolcanlogin AS can_login FROM pg_roles WHERE rolname = $1
+            """, [user]).first
+        facts.peerRole = PeerRoleFacts(name: user, exists: row != nil, superuser: row?.bool("superuser") ?? false,
+                                       replication: row?.bool("replication") ?? false, canLogin: row?.bool("can_login") ?? false)
     }
 
     /// The settings the checks read; a setting this server does not know stays absent.

@@ -114,7 +114,7 @@ final class JoinRunner {
             return .done
         case .check(let probes):
             preflight?.probe(ProbeRequest(plugin: probes.plugin, peers: probes.peers))
-            return .checked(preflight?.evaluate() ?? [])
+            return .checked(preflight?.evaluate(for: .join(node: node, source: source)) ?? [])
         case .beginPhase(let number, let title):
             io.beginPhase(number, title)
         case .endPhase(let number):

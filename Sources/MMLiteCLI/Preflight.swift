@@ -35,7 +35,7 @@ struct Preflight {
         inspector.probe(&facts, request)
     }
 
-    func evaluate() -> [CheckResult] {
-        Checks(config: config, facts: facts, tables: tables, unmatchedPatterns: unmatched).evaluate()
+    func evaluate(for purpose: Checks.Purpose) -> [CheckResult] {
+        Checks(config: config, facts: facts, tables: tables, unmatchedPatterns: unmatched, purpose: purpose).evaluate()
     }
 }

@@ -32,12 +32,25 @@ public struct Checks: Sendable {
     public var facts: [NodeFacts]
     public var tables: [QualifiedName]
     public var unmatchedPatterns: [TablePattern]
+    public var purpose: Purpose
 
-    public init(config: MeshConfig, facts: [NodeFacts], tables: [QualifiedName], unmatchedPatterns: [TablePattern] = []) {
+    /// What the checks are run for: rights a command does not need are not its failures.
+    public enum Purpose: Sendable, Equatable {
+        /// Everything: join rights fail on nodes that still have to join, warn on members.
+        case doctor
+        /// Only what apply needs.
+        case apply
+        /// Apply's needs, and join's rights on the joining node and its source.
+        case join(node: String, source: String)
+    }
+
+    public init(config: MeshConfig, facts: [NodeFacts], tables: [QualifiedName], unmatchedPatterns: [TablePattern] = [],
+                purpose: Purpose = .doctor) {
         self.config = config
         self.facts = facts
         self.tables = tables
         self.unmatchedPatterns = unmatchedPatterns
+        self.purpose = purpose
     }
 
     public func evaluate() -> [CheckResult] {
@@ -55,6 +68,13 @@ public struct Checks: Sendable {
         }
         for node in config.nodes where DSN.hasPassword(node.effectivePeerDSN) {
             let field = node.peerDSN == nil ? "dsn (used as peer_dsn)" : "peer_dsn"
+            let subscribers = self.facts.filter { $0.name != node.name }
+            if !subscribers.isEmpty, subscribers.allSatisfy(\.subscriptionsNeedPassword) {
+                // Required, so advice rather than a warning: keep what it unlocks small.
+                results.append(CheckResult(node: node.name, check: "peer_dsn_password", status: .pass,
+                                           message: "the \(field) of \(node.name) carries a password, as PostgreSQL 16+ requires of subscriptions owned by a non-superuser; it is stored in pg_subscription on every other node (readable by superusers only). Advice: let it name a role with only REPLICATION and SELECT on the mesh tables, and use sslmode=verify-full across machines"))
+                continue
+            }
             results.append(CheckResult(node: node.name, check: "peer_dsn_password", status: .warning,
                                        message: "the \(field) of \(node.name) carries a password; it will be stored in pg_subscription on every other node, readable by their superusers",
                                        fix: "remove password= from \(field) and put the password in ~/.pgpass of the operating-system user that runs PostgreSQL on each other node (hostname:port:database:username:password, mode 0600)"))
@@ -148,33 +168,8 @@ public struct Checks: Sendable {
             }
         }
 
-        // Privileges.
-        let p = node.privileges
-        if p.superuser {
-            pass("privileges", "\(node.role) is a superuser")
-        } else {
-            var missing: [String] = []
-            var fixes: [String] = []
-            if !p.replication { missing.append("the REPLICATION attribute (to create slots)"); fixes.append("ALTER ROLE \(SQL.identifier(node.role)) REPLICATION;") }
-            if !p.createOnDatabase { missing.append("CREATE on database \(node.database) (to create the publication)"); fixes.append("GRANT CREATE ON DATABASE \(SQL.identifier(node.database)) TO \(SQL.identifier(node.role));") }
-            if !capabilities.nonSuperuserSubscriptions {
-                missing.append("superuser (CREATE SUBSCRIPTION needs it before PostgreSQL 16)")
-                fixes.append("ALTER ROLE \(SQL.identifier(node.role)) SUPERUSER;  -- or upgrade to 16+ and use pg_create_subscription")
-            } else if !p.createSubscription {
-                missing.append("membership in pg_create_subscription")
-                fixes.append("GRANT pg_create_subscription TO \(SQL.identifier(node.role));")
-            }
-            let notOwned = tables.compactMap { node.tables[$0] }.filter { !$0.isOwner }.map(\.name)
-            if !notOwned.isEmpty {
-                missing.append("ownership of \(notOwned.map(\.sql).joined(separator: ", ")) (to publish them)")
-                for table in notOwned { fixes.append("ALTER TABLE \(table.sql) OWNER TO \(SQL.identifier(node.role));  -- or GRANT the owner role to \(node.role)") }
-            }
-            if missing.isEmpty {
-                pass("privileges", "\(node.role) has the privileges mmlite needs")
-            } else {
-                fail("privileges", "\(node.role) lacks " + missing.joined(separator: "; "), fixes.joined(separator: " "))
-            }
-        }
+        results += privilegeChecks(node)
+        results += peerRightsChecks(node)
 
         // Output plugin, for the links this node publishes with it.
         let subscribersNeedingPlugin = config.nodes.map(\.name).filter { $0 != name && linkFilter(publisher: name, subscriber: $0) == .mmlite }
@@ -256,11 +251,95 @@ public struct Checks: Sendable {
                 pass("peer", "\(name) reaches \(peer.name) with its peer_dsn")
             case .skipped(let why):
                 warn("peer", "could not test whether \(name) reaches \(peer.name): \(why)", nil)
+            case .failed(.prohibitedSQLStatementAttempted?, let why) where node.subscriptionsNeedPassword && DSN.hasPassword(peer.effectivePeerDSN):
+                fail("peer", "\(peer.name)'s server let \(name) in without asking for a password, and PostgreSQL 16+ refuses that for a subscription owned by \(node.role) (not a superuser): \(why)",
+                     "in \(peer.name)'s pg_hba.conf, authenticate \(name)'s connections with scram-sha-256 (not trust or peer): host \(DSN.value("dbname", in: peer.effectivePeerDSN) ?? "<db>") \(DSN.value("user", in: peer.effectivePeerDSN) ?? "<user>") <\(name)'s address>/32 scram-sha-256, then SELECT pg_reload_conf();")
             case .failed(_, let why):
                 let peerIndex = (config.nodes.firstIndex { $0.name == peer.name } ?? 0) + 1
                 fail("peer", "\(name) cannot reach \(peer.name) with its peer_dsn (\(DSN.masked(peer.effectivePeerDSN))): \(why)",
                      "make nodes[\(peerIndex)].peer_dsn work from \(name)'s server: the host and port reachable from there, \(peer.name)'s pg_hba.conf allowing \(name) (host \(DSN.value("dbname", in: peer.effectivePeerDSN) ?? "<db>") \(DSN.value("user", in: peer.effectivePeerDSN) ?? "<user>") <\(name)'s address>/32 scram-sha-256), and the password in ~/.pgpass of the user running PostgreSQL on \(name)")
             }
+        }
+        return results
+    }
+
+    /// What the node's role lacks for apply, and for join where this node is
+    /// to be joined or copied from. Each missing right names its GRANT.
+    private func privilegeChecks(_ node: NodeFacts) -> [CheckResult] {
+        let name = node.name
+        guard !node.privileges.superuser else {
+            return [CheckResult(node: name, check: "privileges", status: .pass, message: "\(node.role) is a superuser")]
+        }
+        func result(_ check: String, _ status: CheckResult.Status, _ missing: [RequiredRight], lacking: String, passed: String) -> CheckResult {
+            guard !missing.isEmpty else { return CheckResult(node: name, check: check, status: .pass, message: passed) }
+            let grants = missing.map { $0.grant(role: node.role, database: node.database) }
+            return CheckResult(node: name, check: check, status: status,
+                               message: "\(node.role) lacks " + missing.map(\.purpose).joined(separator: "; ") + lacking,
+                               fix: "as a superuser (or the service's admin role) on \(name): " + grants.joined(separator: " "))
+        }
+        var results = [result("privileges", .failure, RequiredRights.missing(RequiredRights.apply(node.capabilities, tables: tables), in: node),
+                              lacking: "", passed: "\(node.role) (not a superuser) has the privileges apply needs")]
+        let capabilities = node.capabilities
+        switch purpose {
+        case .apply:
+            break
+        case .join(let joining, let source):
+            var rights: [RequiredRight] = []
+            if name == joining { rights += RequiredRights.joinTarget(capabilities) }
+            if name == source { rights += RequiredRights.joinSource(capabilities) }
+            if !rights.isEmpty {
+                results.append(result("join_privileges", .failure, RequiredRights.missing(RequiredRights.merged(rights), in: node),
+                                      lacking: " (join \(name == joining ? "into" : "from") \(name))", passed: "\(node.role) has the privileges join needs here"))
+            }
+        case .doctor:
+            let rights = RequiredRights.merged(RequiredRights.joinTarget(capabilities) + RequiredRights.joinSource(capabilities))
+            let pending = Membership.pending(config: config, states: Dictionary(facts.compactMap { f in f.state.map { (f.name, $0) } }, uniquingKeysWith: { a, _ in a }))
+            let joins = pending.contains(name)
+            results.append(result("join_privileges", joins ? .failure : .warning, RequiredRights.missing(rights, in: node),
+                                  lacking: joins ? " (\(name) has still to join: mmlite join \(name) --from <member>)" : " (mmlite join needs them on the node that joins and on the member it copies from)",
+                                  passed: "\(node.role) has the privileges join needs"))
+        }
+        return results
+    }
+
+    /// The publisher side of every link from this node: the role peers
+    /// connect as; the subscriber side: a password where 16+ requires one.
+    private func peerRightsChecks(_ node: NodeFacts) -> [CheckResult] {
+        let name = node.name
+        guard config.nodes.count > 1 else { return [] }
+        var results: [CheckResult] = []
+        let index = (config.nodes.firstIndex { $0.name == name } ?? 0) + 1
+        if let role = node.peerRole {
+            let quoted = SQL.identifier(role.name)
+            var missing: [String] = []
+            var fixes: [String] = []
+            if !role.exists {
+                missing.append("does not exist")
+                fixes.append("CREATE ROLE \(quoted) LOGIN REPLICATION PASSWORD '<password>';")
+            } else if !role.superuser {
+                if !role.canLogin { missing.append("may not log in"); fixes.append("ALTER ROLE \(quoted) LOGIN;") }
+                // The node's own role: its missing REPLICATION is the privileges check's.
+                if !role.replication && role.name != node.role {
+                    missing.append("lacks the REPLICATION attribute (peers stream from \(name) as it)")
+                    fixes.append("ALTER ROLE \(quoted) REPLICATION;")
+                }
+            }
+            if missing.isEmpty {
+                results.append(CheckResult(node: name, check: "peer_role", status: .pass,
+                                           message: "peers connect to \(name) as \(role.name)" + (role.superuser ? " (a superuser)" : role.replication ? ", which has REPLICATION" : " (REPLICATION: see privileges)")))
+            } else {
+                results.append(CheckResult(node: name, check: "peer_role", status: .failure,
+                                           message: "nodes[\(index)].peer_dsn connects as \(role.name), which " + missing.joined(separator: "; "),
+                                           fix: "as a superuser (or the service's admin role) on \(name): " + fixes.joined(separator: " ")))
+            }
+        }
+        guard node.subscriptionsNeedPassword else { return results }
+        for peer in config.nodes where peer.name != name && !DSN.hasPassword(peer.effectivePeerDSN) {
+            let peerIndex = (config.nodes.firstIndex { $0.name == peer.name } ?? 0) + 1
+            let field = peer.peerDSN == nil ? "dsn (used as peer_dsn)" : "peer_dsn"
+            results.append(CheckResult(node: name, check: "peer_password", status: .failure,
+                                       message: "\(name)'s subscription to \(peer.name) will be owned by \(node.role), not a superuser: PostgreSQL 16+ then requires a password in its connection string (password_required; ~/.pgpass is not used for it), and the \(field) of \(peer.name) has none",
+                                       fix: "add password=<password of \(DSN.value("user", in: peer.effectivePeerDSN) ?? "its user")> to nodes[\(peerIndex)].peer_dsn (\(peer.name)'s pg_hba.conf must ask for it: scram-sha-256)"))
         }
         return results
     }

@@ -11,6 +11,8 @@ public struct NodeFacts: Sendable, Equatable {
     /// `SHOW`-style text of the settings mmlite cares about; absent = unknown to this server.
     public var settings: [String: String] = [:]
     public var privileges = Privileges()
+    /// The role this node's peer_dsn names, looked up on this node (nil: the peer_dsn names no user).
+    public var peerRole: PeerRoleFacts?
     /// User tables (regular and partitioned) of the node, by name.
     public var tables: [QualifiedName: TableFacts] = [:]
     /// Replication slots that are not this mesh's.
@@ -32,15 +34,12 @@ public struct NodeFacts: Sendable, Equatable {
     public var reachable: Bool { connectionError == nil }
     public var capabilities: ServerCapabilities { ServerCapabilities(versionNumber: versionNumber) }
     public var major: Int { capabilities.major }
-}
 
-public struct Privileges: Sendable, Equatable {
-    public var superuser = false
-    public var replication = false
-    public var createOnDatabase = false
-    /// Member of pg_create_subscription (16+).
-    public var createSubscription = false
-    public init() {}
+    /// PostgreSQL 16+ makes a subscription owned by a non-superuser send a
+    /// password given in its connection string (`password_required`).
+    public var subscriptionsNeedPassword: Bool {
+        reachable && !privileges.superuser && capabilities.nonSuperuserSubscriptions
+    }
 }
 
 public enum ProbeResult: Sendable, Equatable {

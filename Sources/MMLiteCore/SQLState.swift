@@ -22,4 +22,7 @@ public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConver
     public static let undefinedFunction = SQLState(rawValue: "42883")
     /// 55006 object_in_use: e.g. a replication slot a walsender holds.
     public static let objectInUse = SQLState(rawValue: "55006")
+    /// 2F003 prohibited_sql_statement_attempted: what PostgreSQL 16+ raises
+    /// when a non-superuser's subscription would connect without a password.
+    public static let prohibitedSQLStatementAttempted = SQLState(rawValue: "2F003")
 }
