@@ -192,6 +192,10 @@ struct Catalog {
         var versionTables = 0, versionBytes: Int64 = 0, versionRows: Int64 = 0
         /// Change tables whose apply trigger is the native (C) one.
         var nativeApplyTables = 0
+        /// The role that installed conflict handling (owns schema mmlite), and whether it is a superuser.
+        var installer: (role: String, superuser: Bool)?
+        /// Whether mmlite's extension files (and so mmlite.so) are installed.
+        var pluginInstalled: Bool?
     }
 
     func conflictStorage() throws -> ConflictStorage? {
@@ -204,6 +208,8 @@ struct Catalog {
         storage.versionBytes = row.int64("version_bytes") ?? 0
         storage.versionRows = row.int64("version_rows") ?? 0
         storage.nativeApplyTables = row.int("native_apply_tables") ?? 0
+        if let role = row["installer"], let superuser = row.bool("installer_superuser") { storage.installer = (role, superuser) }
+        storage.pluginInstalled = row.bool("plugin_installed")
         if storage.logBytes != nil {
             storage.logRows = try connection.query(ConflictMaintenance.logRows).first?.int64("log_rows")
         }

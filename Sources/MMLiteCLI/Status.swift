@@ -17,6 +17,14 @@ struct NodeStatus {
     var versionTables = 0, versionBytes: Int64 = 0, versionRows: Int64 = 0
     /// Change tables applied by the native (C) trigger; the others apply with SQL.
     var nativeApplyTables = 0
+    var applyInstaller: (role: String, superuser: Bool)?
+    var pluginInstalled: Bool?
+
+    /// Why opted-in tables apply with SQL here (nil: all native, or none opted in).
+    func sqlApplyReason(_ configured: ConflictApply) -> String? {
+        ConflictMaintenance.sqlApplyReason(nativeTables: nativeApplyTables, changeTables: changeTables, configured: configured,
+                                           installer: applyInstaller, pluginInstalled: pluginInstalled)
+    }
 }
 
 struct Status {
@@ -75,6 +83,8 @@ struct Status {
                 status.changeTables = storage.changeTables; status.changeBytes = storage.changeBytes; status.changeRows = storage.changeRows
                 status.versionTables = storage.versionTables; status.versionBytes = storage.versionBytes; status.versionRows = storage.versionRows
                 status.nativeApplyTables = storage.nativeApplyTables
+                status.applyInstaller = storage.installer
+                status.pluginInstalled = storage.pluginInstalled
             }
             status.reachable = true
             return (status, state)
@@ -160,8 +170,7 @@ struct Status {
                     ("version_tables_bytes", .integer(node.versionBytes)),
                     ("version_tables_rows_estimate", .integer(node.versionRows)),
                     ("conflict_apply", .optional(ConflictMaintenance.applyLabel(nativeTables: node.nativeApplyTables, changeTables: node.changeTables))),
-                    ("conflict_apply_sql_reason", .optional(ConflictMaintenance.sqlApplyReason(
-                        nativeTables: node.nativeApplyTables, changeTables: node.changeTables, configured: config.mesh.conflictApply))),
+                    ("conflict_apply_sql_reason", .optional(node.sqlApplyReason(config.mesh.conflictApply))),
                 ])
             })),
             ("links", .array(links.map { entry in
@@ -212,8 +221,7 @@ struct Status {
         }
         printTable(nodeRows, console: console)
         for node in nodes {
-            if let reason = ConflictMaintenance.sqlApplyReason(nativeTables: node.nativeApplyTables, changeTables: node.changeTables,
-                                                               configured: config.mesh.conflictApply) {
+            if let reason = node.sqlApplyReason(config.mesh.conflictApply) {
                 console.print("\(node.name): conflicts apply with SQL: \(reason)")
             }
         }

@@ -49,7 +49,8 @@ public enum ConflictMaintenance {
     /// Per node: the conflict log's size, and the total size and estimated
     /// rows of the change and version tables (version tables hold the
     /// tombstones). One row, columns named: log_bytes (NULL: no log), change_tables,
-    /// change_bytes, change_rows, version_tables, version_bytes, version_rows.
+    /// change_bytes, change_rows, version_tables, version_bytes, version_rows,
+    /// native_apply_tables, installer (owner of schema mmlite), installer_superuser, plugin_installed.
     public static let sizes = """
         SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('mmlite.conflicts')) AS log_bytes,
                count(*) FILTER (WHERE c.relname LIKE '%$changes') AS change_tables,
@@ -62,6 +63,9 @@ public enum ConflictMaintenance {
                    SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
                    JOIN pg_catalog.pg_language l ON l.oid = p.prolang
                    WHERE t.tgrelid = c.oid AND t.tgname = 'mmlite_apply' AND l.lanname = 'c')) AS native_apply_tables
+               (SELECT r.rolname FROM pg_catalog.pg_namespace s JOIN pg_catalog.pg_roles r ON r.oid = s.nspowner WHERE s.nspname = 'mmlite') AS installer,
+               (SELECT r.rolsuper FROM pg_catalog.pg_namespace s JOIN pg_catalog.pg_roles r ON r.oid = s.nspowner WHERE s.nspname = 'mmlite') AS installer_superuser,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'mmlite') AS plugin_installed
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'mmlite' AND c.relkind = 'r'
         """
@@ -75,9 +79,18 @@ public enum ConflictMaintenance {
     }
 
     /// Why a node applies (some) conflicts with SQL, for `status`; nil when all are native.
-    public static func sqlApplyReason(nativeTables: Int, changeTables: Int, configured: ConflictApply) -> String? {
+    /// `installer`: the role owning schema mmlite (it installed conflict
+    /// handling) and whether it is a superuser; `pluginInstalled`: whether
+    /// the server has mmlite's extension files. Unknown (nil) facts leave the
+    /// reason general.
+    public static func sqlApplyReason(nativeTables: Int, changeTables: Int, configured: ConflictApply,
+                                      installer: (role: String, superuser: Bool)? = nil, pluginInstalled: Bool? = nil) -> String? {
         guard changeTables > nativeTables else { return nil }
         if configured == .sql { return "conflict_apply = \"sql\" in the configuration" }
+        if pluginInstalled == false { return "mmlite.so is not installed on this server (the SQL apply needs no library)" }
+        if let installer, !installer.superuser {
+            return "\(installer.role), which installed conflict handling, may not create C functions (only a superuser may)"
+        }
         return "mmlite.apply_change() could not be created when apply installed conflict handling: no mmlite.so on this server, an older one, or a role that may not create C functions (not a superuser)"
     }
 

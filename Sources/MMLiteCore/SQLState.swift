@@ -25,4 +25,8 @@ public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConver
     /// 2F003 prohibited_sql_statement_attempted: what PostgreSQL 16+ raises
     /// when a non-superuser's subscription would connect without a password.
     public static let prohibitedSQLStatementAttempted = SQLState(rawValue: "2F003")
+    /// 42P01 undefined_table and 3F000 invalid_schema_name: e.g. a subscription
+    /// whose publication lists tables this node does not have (yet).
+    public static let undefinedTable = SQLState(rawValue: "42P01")
+    public static let invalidSchemaName = SQLState(rawValue: "3F000")
 }

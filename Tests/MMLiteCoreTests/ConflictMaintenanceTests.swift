@@ -80,5 +80,9 @@ struct ConflictMaintenanceTests {
         #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 2, changeTables: 2, configured: .auto) == nil)
         #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 0, changeTables: 1, configured: .sql) == "conflict_apply = \"sql\" in the configuration")
         #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 0, changeTables: 1, configured: .auto)?.contains("may not create C functions") == true)
+        #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 0, changeTables: 1, configured: .auto, installer: ("app_admin", false), pluginInstalled: true)
+                == "app_admin, which installed conflict handling, may not create C functions (only a superuser may)")
+        #expect(ConflictMaintenance.sqlApplyReason(nativeTables: 0, changeTables: 1, configured: .auto, installer: ("postgres", true), pluginInstalled: false)?
+                .hasPrefix("mmlite.so is not installed on this server") == true)
     }
 }
