@@ -62,7 +62,7 @@ public enum ConflictMaintenance {
                count(*) FILTER (WHERE c.relname LIKE '%$changes' AND EXISTS (
                    SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
                    JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-                   WHERE t.tgrelid = c.oid AND t.tgname = 'mmlite_apply' AND l.lanname = 'c')) AS native_apply_tables
+                   WHERE t.tgrelid = c.oid AND t.tgname = 'mmlite_apply' AND l.lanname = 'c')) AS native_apply_tables,
                (SELECT r.rolname FROM pg_catalog.pg_namespace s JOIN pg_catalog.pg_roles r ON r.oid = s.nspowner WHERE s.nspname = 'mmlite') AS installer,
                (SELECT r.rolsuper FROM pg_catalog.pg_namespace s JOIN pg_catalog.pg_roles r ON r.oid = s.nspowner WHERE s.nspname = 'mmlite') AS installer_superuser,
                EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'mmlite') AS plugin_installed
@@ -87,10 +87,12 @@ public enum ConflictMaintenance {
                                       installer: (role: String, superuser: Bool)? = nil, pluginInstalled: Bool? = nil) -> String? {
         guard changeTables > nativeTables else { return nil }
         if configured == .sql { return "conflict_apply = \"sql\" in the configuration" }
-        if pluginInstalled == false { return "mmlite.so is not installed on this server (the SQL apply needs no library)" }
+        var reasons: [String] = []
+        if pluginInstalled == false { reasons.append("mmlite.so is not installed on this server") }
         if let installer, !installer.superuser {
-            return "\(installer.role), which installed conflict handling, may not create C functions (only a superuser may)"
+            reasons.append("\(installer.role), which installed conflict handling, may not create C functions (only a superuser may)")
         }
+        if !reasons.isEmpty { return reasons.joined(separator: "; ") }
         return "mmlite.apply_change() could not be created when apply installed conflict handling: no mmlite.so on this server, an older one, or a role that may not create C functions (not a superuser)"
     }
 
