@@ -254,6 +254,8 @@ public struct Checks: Sendable {
             case .failed(let state, _) where state == .undefinedTable || state == .invalidSchemaName:
                 // The peer answered; its publication lists tables not here yet (join creates them, the table checks say so).
                 pass("peer", "\(name) reaches \(peer.name) with its peer_dsn (not every table \(peer.name) publishes exists here yet)")
+            case .failed(.prohibitedSQLStatementAttempted?, _) where node.subscriptionsNeedPassword && !DSN.hasPassword(peer.effectivePeerDSN):
+                break  // no password in the peer_dsn: the peer_password check says so
             case .failed(.prohibitedSQLStatementAttempted?, let why) where node.subscriptionsNeedPassword && DSN.hasPassword(peer.effectivePeerDSN):
                 fail("peer", "\(peer.name)'s server let \(name) in without asking for a password, and PostgreSQL 16+ refuses that for a subscription owned by \(node.role) (not a superuser): \(why)",
                      "in \(peer.name)'s pg_hba.conf, authenticate \(name)'s connections with scram-sha-256 (not trust or peer): host \(DSN.value("dbname", in: peer.effectivePeerDSN) ?? "<db>") \(DSN.value("user", in: peer.effectivePeerDSN) ?? "<user>") <\(name)'s address>/32 scram-sha-256, then SELECT pg_reload_conf();")
