@@ -185,9 +185,11 @@ public struct PartProcedure: Sendable {
             stage = .unsubscribing
             for other in readers {
                 queue += [.disableSubscription(node: other, subscription: subscriptionFromNode),
-                          .wait(.workerStopped(node: other, subscription: subscriptionFromNode)),
-                          .readAppliedPosition(node: other, subscription: subscriptionFromNode),
-                          .dropSubscription(node: other, subscription: subscriptionFromNode, disable: false),
+                          .wait(.workerStopped(node: other, subscription: subscriptionFromNode))]
+                // Only --force reports how far each got (and the read needs
+                // EXECUTE on pg_replication_origin_progress, not granted by default).
+                if request.force { queue.append(.readAppliedPosition(node: other, subscription: subscriptionFromNode)) }
+                queue += [.dropSubscription(node: other, subscription: subscriptionFromNode, disable: false),
                           .say("\(other): dropped subscription \(subscriptionFromNode)")]
             }
         case .unsubscribing:
