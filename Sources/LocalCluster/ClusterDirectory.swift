@@ -18,6 +18,8 @@ public final class ClusterDirectory {
             "fsync": "off",
             "full_page_writes": "off",
             "track_commit_timestamp": "on",
+            // mmlite ddl commits a migration with PREPARE TRANSACTION on every node.
+            "max_prepared_transactions": "10",
             "wal_retrieve_retry_interval": "'500ms'",
             "wal_receiver_status_interval": "'1s'",
             "log_line_prefix": "'%m [%p] %a '",

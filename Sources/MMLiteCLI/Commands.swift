@@ -41,7 +41,7 @@ struct MMLite: ParsableCommand {
         """,
         version: MMLiteCore.version,
         subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, ConflictsCommand.self, ResolveCommand.self,
-                      JoinCommand.self, PartCommand.self, SandboxCommand.self]
+                      JoinCommand.self, PartCommand.self, DDLCommand.self, SandboxCommand.self]
     )
 }
 

@@ -59,6 +59,11 @@ struct ConflictSetup {
     static func columns(of table: QualifiedName, _ connection: PGConnection) throws -> [ConflictSQL.Column] {
         try connection.execute("BEGIN; SET LOCAL search_path TO ''")
         defer { _ = try? connection.execute("ROLLBACK") }
+        return try columnsInTransaction(of: table, connection)
+    }
+
+    /// The same, inside a transaction the caller opened with `SET LOCAL search_path TO ''`.
+    static func columnsInTransaction(of table: QualifiedName, _ connection: PGConnection) throws -> [ConflictSQL.Column] {
         let result = try connection.query("""
             SELECT a.attname AS column_name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
                    pg_catalog.array_position(i.indkey::int2[], a.attnum) AS key_position,

@@ -29,4 +29,7 @@ public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConver
     /// whose publication lists tables this node does not have (yet).
     public static let undefinedTable = SQLState(rawValue: "42P01")
     public static let invalidSchemaName = SQLState(rawValue: "3F000")
+    /// 25001 active_sql_transaction: a statement that runs only outside a
+    /// transaction block (e.g. CREATE INDEX CONCURRENTLY).
+    public static let activeSQLTransaction = SQLState(rawValue: "25001")
 }
