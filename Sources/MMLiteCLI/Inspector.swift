@@ -123,7 +123,7 @@ struct Inspector {
             SELECT name AS name, setting AS setting FROM pg_settings WHERE name = ANY($1::text[])
             """, [arrayLiteral(["wal_level", "max_replication_slots", "max_wal_senders", "max_logical_replication_workers",
                                 "max_worker_processes", "track_commit_timestamp", "output_plugin_libraries",
-                                "max_active_replication_origins"])])
+                                "max_active_replication_origins", "max_prepared_transactions"])])
         for row in settings.named {
             if let name = row["name"], let value = row["setting"] { facts.settings[name] = value }
         }

@@ -19,6 +19,9 @@ struct NodeStatus {
     var nativeApplyTables = 0
     var applyInstaller: (role: String, superuser: Bool)?
     var pluginInstalled: Bool?
+    /// An interrupted `mmlite ddl`: its prepared transactions and fenced tables here.
+    var openMigrations: [String] = []
+    var fencedTables: [QualifiedName] = []
 
     /// Why opted-in tables apply with SQL here (nil: all native, or none opted in).
     func sqlApplyReason(_ configured: ConflictApply) -> String? {
@@ -53,6 +56,7 @@ struct Status {
         let links = assess(view, nodes: nodes, connections: connections)
         var overall = links.map(\.health).max() ?? .ok
         if nodes.contains(where: { !$0.reachable }) { overall = max(overall, .critical) }
+        if nodes.contains(where: { !$0.openMigrations.isEmpty || !$0.fencedTables.isEmpty }) { overall = max(overall, .critical) }
         // Print.
         switch format {
         case .json:
@@ -86,6 +90,8 @@ struct Status {
                 status.applyInstaller = storage.installer
                 status.pluginInstalled = storage.pluginInstalled
             }
+            status.openMigrations = try connection.query(DDLSQL.preparedMigrations(mesh: connections.config.mesh.name)).named.compactMap { $0["gid"] }
+            status.fencedTables = try connection.query(DDLSQL.fencedTables).named.compactMap(Catalog.qualifiedName)
             status.reachable = true
             return (status, state)
         } catch {
@@ -158,6 +164,8 @@ struct Status {
                     ("name", .string(node.name)),
                     ("dsn", .string(node.dsn)),
                     ("reachable", .bool(node.reachable)),
+                    ("open_migrations", .array(node.openMigrations.map { .string($0) })),
+                    ("fenced_tables", .array(node.fencedTables.map { .string($0.sql) })),
                     ("server_version", .optional(node.version)),
                     ("current_lsn", .optional(node.currentLSN?.description)),
                     ("error", .optional(node.error)),
@@ -246,6 +254,7 @@ struct Status {
         printTable(linkRows, console: console)
         let problems = links.flatMap { entry in entry.messages.map { "\(entry.link.publisher) -> \(entry.link.subscriber): \($0)" } }
             + nodes.filter { !$0.reachable }.map { "\($0.name): \($0.error ?? "unreachable")" }
+            + nodes.flatMap { DDLProcedure.interrupted(node: $0.name, prepared: $0.openMigrations, fenced: $0.fencedTables) }
         if !problems.isEmpty {
             console.print()
             console.print("Problems:")

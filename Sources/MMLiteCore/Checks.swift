@@ -159,6 +159,16 @@ public struct Checks: Sendable {
         capacity("max_worker_processes", needed: peers + node.otherSubscriptions + 1,
                  why: "apply workers + the logical replication launcher")
 
+        // mmlite ddl commits a migration on every node with PREPARE TRANSACTION.
+        if let prepared = node.settings["max_prepared_transactions"].flatMap(Int.init) {
+            if prepared > 0 {
+                pass("max_prepared_transactions", "max_prepared_transactions = \(prepared) (mmlite ddl prepares one transaction per migration)")
+            } else {
+                warn("max_prepared_transactions", "max_prepared_transactions = 0: mmlite ddl (schema changes on every node at once) cannot run",
+                     "ALTER SYSTEM SET max_prepared_transactions = 10; then restart PostgreSQL (a reload is not enough)")
+            }
+        }
+
         if let track = node.settings["track_commit_timestamp"] {
             if track == "on" {
                 pass("track_commit_timestamp", "track_commit_timestamp = on")

@@ -381,6 +381,20 @@ public struct DDLProcedure: Sendable {
     }
 }
 
+extension DDLProcedure {
+    /// What `status` says of a node where a migration was interrupted (empty: none).
+    public static func interrupted(node: String, prepared: [String], fenced: [QualifiedName]) -> [String] {
+        var problems: [String] = []
+        if !prepared.isEmpty {
+            problems.append("\(node): migration \(prepared.joined(separator: ", ")) is prepared but not committed (it holds its locks): run `mmlite ddl --resume`")
+        }
+        if !fenced.isEmpty {
+            problems.append("\(node): writes to \(fenced.map(\.sql).joined(separator: ", ")) fail (fenced by an interrupted migration): run `mmlite ddl --resume`")
+        }
+        return problems
+    }
+}
+
 extension ObjectNames {
     /// The replication origin a migration's own writes carry on each node.
     public var ddlOrigin: String { "mmlite_\(mesh)_ddl" }
