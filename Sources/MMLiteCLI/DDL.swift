@@ -162,18 +162,22 @@ final class DDLRunner {
         try connection(node).query(sql).named.compactMap(Catalog.qualifiedName)
     }
 
+    /// One transaction per table: holding one table's lock while waiting for
+    /// the next would deadlock with a writer or apply worker that holds the
+    /// next and waits for the first.
     func fence(_ node: String, _ tables: [QualifiedName]) throws {
         let connection = try connection(node)
         let present = try existing(tables, on: node)
-        try connection.execute("BEGIN")
-        do {
-            try connection.execute(DDLSQL.lockTimeout(seconds: request.lockTimeout))
-            try connection.execute(DDLSQL.fenceFunction)
-            for table in present { try connection.execute(DDLSQL.fence(table)) }
-            try connection.execute("COMMIT")
-        } catch {
-            _ = try? connection.execute("ROLLBACK")
-            throw error
+        for sql in [DDLSQL.fenceFunction] + present.map(DDLSQL.fence) {
+            try connection.execute("BEGIN")
+            do {
+                try connection.execute(DDLSQL.lockTimeout(seconds: request.lockTimeout))
+                try connection.execute(sql)
+                try connection.execute("COMMIT")
+            } catch {
+                _ = try? connection.execute("ROLLBACK")
+                throw error
+            }
         }
         console.print("    \(node): fenced")
     }

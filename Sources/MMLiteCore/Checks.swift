@@ -264,6 +264,8 @@ public struct Checks: Sendable {
             case .failed(let state, _) where state == .undefinedTable || state == .invalidSchemaName:
                 // The peer answered; its publication lists tables not here yet (join creates them, the table checks say so).
                 pass("peer", "\(name) reaches \(peer.name) with its peer_dsn (not every table \(peer.name) publishes exists here yet)")
+            case .failed where peerLacksReplication(peer.name):
+                break  // the peer_role (or that node's privileges) check names the fix: ALTER ROLE ... REPLICATION
             case .failed(.prohibitedSQLStatementAttempted?, _) where node.subscriptionsNeedPassword && !DSN.hasPassword(peer.effectivePeerDSN):
                 break  // no password in the peer_dsn: the peer_password check says so
             case .failed(.prohibitedSQLStatementAttempted?, let why) where node.subscriptionsNeedPassword && DSN.hasPassword(peer.effectivePeerDSN):
@@ -290,7 +292,7 @@ public struct Checks: Sendable {
             let grants = missing.map { $0.grant(role: node.role, database: node.database) }
             return CheckResult(node: name, check: check, status: status,
                                message: "\(node.role) lacks " + missing.map(\.purpose).joined(separator: "; ") + lacking,
-                               fix: "as a superuser (or the service's admin role) on \(name), in database \(node.database): " + grants.joined(separator: " "))
+                               fix: "as a superuser (or the service's admin role) on \(name)" + (missing.contains { if case .execute = $0 { return true } else { return false } } ? ", in database \(node.database)" : "") + ": " + grants.joined(separator: " "))
         }
         var results = [result("privileges", .failure, RequiredRights.missing(RequiredRights.apply(node.capabilities, tables: tables), in: node),
                               lacking: "", passed: "\(node.role) (not a superuser) has the privileges apply needs")]
@@ -308,13 +310,20 @@ public struct Checks: Sendable {
             }
         case .doctor:
             let rights = RequiredRights.merged(RequiredRights.joinTarget(capabilities) + RequiredRights.joinSource(capabilities))
-            let pending = Membership.pending(config: config, states: Dictionary(facts.compactMap { f in f.state.map { (f.name, $0) } }, uniquingKeysWith: { a, _ in a }))
-            let joins = pending.contains(name)
+            // Has to join: no publication here while another node has one
+            // (also a one-node mesh, which grows only by join).
+            let joins = node.state?.publication == nil && facts.contains { $0.name != name && $0.state?.publication != nil }
             results.append(result("join_privileges", joins ? .failure : .warning, RequiredRights.missing(rights, in: node),
                                   lacking: joins ? " (\(name) has still to join: mmlite join \(name) --from <member>)" : " (mmlite join needs them on the node that joins and on the member it copies from)",
                                   passed: "\(node.role) has the privileges join needs"))
         }
         return results
+    }
+
+    /// Whether the role `publisher`'s peer_dsn names may not stream (no REPLICATION, not a superuser).
+    private func peerLacksReplication(_ publisher: String) -> Bool {
+        guard let role = facts.first(where: { $0.name == publisher })?.peerRole, role.exists else { return false }
+        return !role.superuser && !role.replication
     }
 
     /// The publisher side of every link from this node: the role peers

@@ -155,7 +155,7 @@ public struct JoinProcedure: Sendable {
     }
 
     enum Stage: Sendable, Equatable {
-        case start, observing, creatingSchema, reobserving, installing, checking
+        case start, observing, creatingSchema, reobserving, checkingRights, installing, checking
         case droppingStale, peerSlots, sourceCatchUp, pause, resume, advance, copy, observingMesh, wiring, catchUp, finished
     }
 
@@ -246,7 +246,7 @@ public struct JoinProcedure: Sendable {
             schemaCreated = tables
             return nil
         case (.check, .checked(let results)):
-            return judge(results)
+            return stage == .checkingRights ? judgeRights(results) : judge(results)
         case (.readSlotPosition(let peer, let slot), .position(let position)):
             guard let position else { return stop("\(peer): slot \(slot) has no position") }
             startPositions[peer] = position
@@ -436,6 +436,9 @@ public struct JoinProcedure: Sendable {
         case .creatingSchema:
             stage = .reobserving
             return request.dryRun ? enterInstalling() : nil
+        case .checkingRights:
+            stage = .installing
+            return planConflicts()
         case .installing:
             stage = .checking
             do { queue = [.check(try probes())] } catch { return finish(.refused(.failedCheck, lines: ["mmlite: cannot plan: \(error)", "Nothing was changed."])) }
@@ -511,9 +514,20 @@ public struct JoinProcedure: Sendable {
         return nil
     }
 
+    /// First the rights (facts only, no probe), so that a missing one
+    /// refuses before conflict handling is installed on NODE.
     mutating func enterInstalling() -> Action? {
-        stage = .installing
-        return planConflicts()
+        stage = .checkingRights
+        queue = [.check(Probes())]
+        return nil
+    }
+
+    static let rightsChecks: Set<String> = ["privileges", "join_privileges", "peer_role", "peer_password"]
+
+    mutating func judgeRights(_ results: [CheckResult]) -> Action? {
+        let failures = results.filter { $0.status == .failure && Self.rightsChecks.contains($0.check) }
+        guard !failures.isEmpty else { return nil }
+        return finish(.refused(.failedCheck, lines: ["mmlite join: \(failures.count) check\(failures.count == 1 ? "" : "s") failed; nothing was changed."], checks: failures))
     }
 
     mutating func enterCopyOrWiring() -> Action? {

@@ -137,7 +137,8 @@ struct JoinProcedureTests {
     func probesBeforeChanges() throws {
         var script = JoinScript(joinRequest(try threeNodeConfig()))
         _ = script.run(JoinProcedure.Observation(states: try runningTwoOfThree(), tables: [users]))
-        guard case .check(let probes) = script.work[1] else { Issue.record("second action is not the checks: \(script.work[1])"); return }
+        #expect(script.work[1] == .check(Probes()), "first the rights, from facts alone")
+        guard case .check(let probes) = script.work[2] else { Issue.record("third action is not the probing checks: \(script.work[2])"); return }
         #expect(probes.plugin == ["n1", "n2", "n3"])
         #expect(probes.peers == [Link(publisher: "n1", subscriber: "n3"), Link(publisher: "n3", subscriber: "n1"),
                                  Link(publisher: "n2", subscriber: "n3"), Link(publisher: "n3", subscriber: "n2")])
@@ -338,8 +339,9 @@ struct JoinProcedureTests {
         var script = JoinScript(joinRequest(config))
         #expect(script.run(observation) == .done)
         let install = try #require(script.index { if case .run(let step) = $0 { return step.kind == .installConflicts && step.node == "n3" } else { return false } })
-        let check = try #require(script.index { if case .check = $0 { return true } else { return false } })
-        #expect(install < check)
+        let rights = try #require(script.index { if case .check = $0 { return true } else { return false } })
+        let check = try #require(script.actions.lastIndex { if case .check = $0 { return true } else { return false } })
+        #expect(rights < install && install < check, "rights checked before anything is installed; probes after")
         #expect(script.work.contains { if case .copy(let copy) = $0 {
             return copy.tables == [users, ConflictSQL.versionTable(users)] && copy.truncated == [ConflictSQL.versionTable(users)]
         } else { return false } })
