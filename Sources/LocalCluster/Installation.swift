@@ -47,6 +47,50 @@ public struct PGInstallation: Sendable, CustomStringConvertible {
     }
 
     public func binary(_ name: String) -> String { bindir + "/" + name }
+
+    /// The directory holding the whole installation: the parent of `bindir`.
+    public var root: String { (bindir as NSString).deletingLastPathComponent }
+
+    /// Whether the tree under `root` is all there is (pkglibdir and sharedir
+    /// inside it), so a copy of it is a working installation whose pg_config
+    /// answers with the copy's paths (PyPI wheels are built like that; Debian's
+    /// packages are not: their sharedir is under /usr/share).
+    public var isSelfContained: Bool {
+        [pkglibdir, sharedir].allSatisfy { $0.hasPrefix(root + "/") }
+    }
+
+    /// Copies the whole installation (`root`) to `destination` (which must not
+    /// exist; its parent must) and removes from the copy every file whose name
+    /// `remove` accepts in pkglibdir (and its `bitcode`) and in
+    /// `sharedir/extension`. The copy is made of hard links where the file
+    /// system allows (`cp -al`: fast, and removing a link in the copy leaves
+    /// the original alone), else of copies (`cp -a`). Throws when the
+    /// installation is not self-contained or the copy's pg_config does not
+    /// answer with the copy's paths.
+    public func copy(to destination: String, removing remove: (String) -> Bool) throws -> PGInstallation {
+        guard isSelfContained else {
+            throw ClusterError("\(self) at \(root) cannot be copied: pkglibdir \(pkglibdir) or sharedir \(sharedir) is outside it")
+        }
+        guard !FileManager.default.fileExists(atPath: destination) else { throw ClusterError("\(destination) exists already") }
+        do {
+            try runCommand(["/bin/cp", "-al", root, destination])
+        } catch {
+            try? FileManager.default.removeItem(atPath: destination)
+            try runCommand(["/bin/cp", "-a", root, destination])
+        }
+        let copied = try PGInstallation(pgConfig: destination + "/" + String(bindir.dropFirst(root.count + 1)) + "/pg_config")
+        guard copied.bindir.hasPrefix(destination + "/"), copied.pkglibdir.hasPrefix(destination + "/"),
+              copied.sharedir.hasPrefix(destination + "/") else {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw ClusterError("the copy of \(self) at \(destination) is not relocated: pg_config says bindir \(copied.bindir), pkglibdir \(copied.pkglibdir), sharedir \(copied.sharedir)")
+        }
+        for directory in [copied.pkglibdir, copied.pkglibdir + "/bitcode", copied.sharedir + "/extension"] {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where remove(entry) {
+                try FileManager.default.removeItem(atPath: directory + "/" + entry)
+            }
+        }
+        return copied
+    }
 }
 
 /// A failure of a server program or of the local machine (a port, a file).
