@@ -373,35 +373,61 @@ struct ManagedTests {
 
     @Suite("ManagedTests: one documented right missing: doctor names the statement, apply/join change nothing", .serialized)
     struct MissingGrant {
+        /// Two nodes; for a right only join needs, n1 is a one-node mesh (built
+        /// with every right) that n2 is to join, and the right is then revoked on both.
+        func prepare(_ original: PGInstallation, without grant: ManagedSetup.Grant?) throws -> ManagedMesh {
+            let forJoin = grant?.forJoin ?? true
+            let mesh = try ManagedMesh(2, installation: original, without: forJoin ? nil : grant)
+            if forJoin {
+                try mesh.writeConfig(members: [1])
+                let apply = mesh.mmlite(["apply"])
+                guard apply.code == 0 else { throw HarnessError("apply of the one-node mesh failed: \(apply)") }
+                #expect(try mesh.objects(1) == mesh.completeObjects(1, members: [1]))
+                let revoke: (database: String, sql: String)? = switch grant {
+                case .sessionReplicationRole: ("postgres", "REVOKE SET ON PARAMETER session_replication_role FROM \(ManagedSetup.role)")
+                case .originFunctions: (ManagedSetup.database, "REVOKE EXECUTE ON FUNCTION \(ManagedSetup.originFunctions.joined(separator: ", ")) FROM \(ManagedSetup.role)")
+                default: nil
+                }
+                if let revoke { for cluster in mesh.clusters { try cluster.execute(revoke.sql, database: revoke.database) } }
+            }
+            try mesh.writeConfig(members: [1, 2])
+            return mesh
+        }
+
         @Test("doctor fails naming the GRANT/ALTER to run; apply (or join) exits non-zero; every node unchanged",
               arguments: managedInstallations, ManagedSetup.Grant.allCases)
         func missing(_ original: PGInstallation, _ grant: ManagedSetup.Grant) throws {
             let started = Date()
-            let mesh = try ManagedMesh(2, installation: original, without: grant.forJoin ? nil : grant)
-            if grant.forJoin {
-                // A one-node mesh that n2 is to join; the right is then missing on both.
-                try mesh.writeConfig(members: [1])
-                let apply = mesh.mmlite(["apply"])
-                try #require(apply.code == 0, "\(apply)")
-                let revoke = grant == .sessionReplicationRole
-                    ? (database: "postgres", sql: "REVOKE SET ON PARAMETER session_replication_role FROM \(ManagedSetup.role)")
-                    : (database: ManagedSetup.database, sql: "REVOKE EXECUTE ON FUNCTION \(ManagedSetup.originFunctions.joined(separator: ", ")) FROM \(ManagedSetup.role)")
-                for cluster in mesh.clusters { try cluster.execute(revoke.sql, database: revoke.database) }
-                try mesh.writeConfig(members: [1, 2])
-            } else {
-                try mesh.writeConfig(members: [1, 2])
-            }
+            let mesh = try prepare(original, without: grant)
             let before = try [1, 2].map { try mesh.objects($0) }
 
             let doctor = mesh.mmlite(["doctor"])
             #expect(doctor.code == 2, "doctor fails\n\(doctor)")
             #expect(doctor.all.contains(grant.fix), "doctor names `\(grant.fix)`\n\(doctor)")
 
-            let run = grant.forJoin ? mesh.mmlite(["join", "n2", "--from", "n1"]) : mesh.mmlite(["apply"])
+            let command = grant.forJoin ? ["join", "n2", "--from", "n1"] : ["apply"]
+            let run = mesh.mmlite(command)
             #expect(run.code != 0, "\(run)")
-            #expect(try [1, 2].map { try mesh.objects($0) } == before, "every node unchanged\n\(run)")
+            let after = try [1, 2].map { try mesh.objects($0) }
+            #expect(after == before, "every node unchanged: before \(before), after \(after)\n\(run)")
             if !grant.forJoin { #expect(before == [[], []]) }
-            print("ManagedTests \(original.major) without \(grant.rawValue) (\(String(format: "%.1f", Date().timeIntervalSince(started))) s):\n--- doctor: \(doctor)\n--- \(grant.forJoin ? "join" : "apply"): \(run)")
+            print("ManagedTests \(original.major) without \(grant.rawValue) (\(String(format: "%.1f", Date().timeIntervalSince(started))) s):\n--- doctor: \(doctor)\n--- \(command.joined(separator: " ")): \(run)")
+        }
+
+        @Test("control: with every documented right, doctor before join passes and join works", arguments: managedInstallations)
+        func joinWithEveryRight(_ original: PGInstallation) throws {
+            let mesh = try prepare(original, without: nil)
+            try mesh.admin(mesh[1]).execute("INSERT INTO public.accounts VALUES (1, 'n1', 1); INSERT INTO public.events VALUES (1, 'n1', 0)")
+            let doctor = mesh.mmlite(["doctor"])
+            #expect(doctor.code == 0 || doctor.code == 1, "doctor passes (warnings allowed)\n\(doctor)")
+            #expect(!doctor.out.contains("FAIL"), "\(doctor)")
+            let join = mesh.mmlite(["join", "n2", "--from", "n1"])
+            #expect(join.code == 0, "\(join)")
+            for index in [1, 2] { #expect(try mesh.objects(index) == mesh.completeObjects(index, members: [1, 2])) }
+            try mesh.admin(mesh[2]).execute("INSERT INTO public.events VALUES (2, 'n2', 0)")
+            #expect(waitUntil(timeout: 30) { try mesh[1].scalar("SELECT count(*) FROM public.events") == "2" })
+            #expect(try mesh[2].scalar("SELECT owner FROM public.accounts WHERE id = 1") == "n1")
+            #expect(mesh.unexpectedLogErrors().isEmpty, "\(mesh.unexpectedLogErrors())")
         }
     }
 }
