@@ -85,7 +85,7 @@ enum ManagedSetup {
             result.append(("postgres", "GRANT SET ON PARAMETER session_replication_role TO \(role)"))
         }
         if missing != .originFunctions {
-            result.append((database, "GRANT EXECUTE ON FUNCTION \(originFunctions.joined(separator: ", ")) TO \(role)"))
+            result.append((database, "GRANT EXECUTE ON FUNCTION\n    \(originFunctions.joined(separator: ",\n    "))\n    TO \(role)"))
         }
         return result
     }
@@ -112,6 +112,9 @@ enum ManagedSetup {
 let managedInstallations: [PGInstallation] = {
     let all = (try? PGInstallation.fromEnvironment()) ?? []
     let usable = all.filter { $0.major >= 16 && $0.isSelfContained }
+    for skipped in all where !usable.contains(where: { $0.pgConfig == skipped.pgConfig }) {
+        print("ManagedTests: not on \(skipped) at \(skipped.root): \(skipped.major < 16 ? "before 16 (subscriptions need a superuser)" : "not self-contained, cannot be copied without mmlite.so")")
+    }
     if usable.isEmpty {
         print("ManagedTests: disabled: MMLITE_PG_CONFIGS has no self-contained PostgreSQL 16 or later (have: \(all.map { "\($0.major) at \($0.root)" }.joined(separator: ", ")))")
     }
@@ -236,6 +239,13 @@ final class ManagedMesh {
         try self[index].execute("SELECT id || ':' || payload FROM public.events WHERE id > \(from) AND id < \(to) ORDER BY id").rows.compactMap { $0[0] }
     }
 
+    /// Server log errors the scenario causes on purpose, by kind: how many.
+    func expectedLogErrorCounts() -> [String: Int] {
+        mesh.logErrors().reduce(into: [:]) { counts, line in
+            if let kind = Self.expectedLogErrors.first(where: { line.contains($0) }) { counts[kind, default: 0] += 1 }
+        }
+    }
+
     /// Server log errors, without those the scenario causes on purpose.
     func unexpectedLogErrors() -> [String] {
         mesh.logErrors().filter { line in
@@ -316,13 +326,17 @@ struct ManagedTests {
             let marks = writers.map(\.count)
             _ = waitUntil(timeout: 60) { zip(writers, marks).allSatisfy { $0.count >= $1 + more } }
         }
-        letWritersRun(more: 50)
+        letWritersRun(more: 100)
         let all = [1, 2, 3, 4]
         try mesh.writeConfig(members: all)
+        // The password (in every peer_dsn, so in the subscriptions) shows in no process's argv meanwhile.
+        let sampler = ProcessSampler(secret: mesh.password)
+        sampler.start()
+        defer { sampler.stop() }
         let join = mesh.mmlite(["join", "n4", "--from", "n1"])
         #expect(join.code == 0, "\(join)")
         #expect(join.out.contains("Done: n4 joined mesh \"shop\""), "\(join)")
-        letWritersRun(more: 50)
+        letWritersRun(more: 100)
         writers.forEach { $0.stop() }
         for writer in writers { #expect(writer.failure == nil, "\(writer.failure ?? "")") }
         #expect(mesh.quiesce(all), "every link caught up after join")
@@ -351,6 +365,10 @@ struct ManagedTests {
         let part = mesh.mmlite(["part", "n2"])
         #expect(part.code == 0, "\(part)")
         #expect(part.out.contains("Done: n2 is no longer part of mesh \"shop\""), "\(part)")
+        sampler.stop()
+        #expect(sampler.leaks.isEmpty, "\(sampler.leaks)")
+        #expect(!(join.all + part.all).contains(mesh.password))
+        show(join, part)
         let remaining = [1, 3, 4]
         for index in remaining { #expect(try mesh.objects(index) == mesh.completeObjects(index, members: remaining)) }
         #expect(try TestMesh.objects(mesh[2]) == [])
@@ -368,7 +386,16 @@ struct ManagedTests {
 
         let errors = mesh.unexpectedLogErrors()
         #expect(errors.isEmpty, "\(errors)")
+        print("ManagedTests \(original.major): expected server log errors: \(mesh.expectedLogErrorCounts())")
         print(String(format: "ManagedTests %d: lifecycle in %.1f s", original.major, Date().timeIntervalSince(started)))
+    }
+
+    @Test("docs/security.md quotes the role set-up exactly as these tests run it")
+    func docsQuoteTheSetup() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/security.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        #expect(text.contains(ManagedSetup.script()), "docs/security.md lacks, verbatim:\n\(ManagedSetup.script())")
     }
 
     @Suite("ManagedTests: one documented right missing: doctor names the statement, apply/join change nothing", .serialized)
