@@ -390,6 +390,27 @@ struct ManagedTests {
         print(String(format: "ManagedTests %d: lifecycle in %.1f s", original.major, Date().timeIntervalSince(started)))
     }
 
+    @Test("the installation copy: pg_config answers with the copy's paths, no mmlite files in it, the original keeps its own", arguments: managedInstallations)
+    func installationCopy(_ original: PGInstallation) throws {
+        let hadPlugin = original.hasMMLitePlugin
+        let copy = try original.withoutMMLite()
+        #expect(try original.withoutMMLite().pgConfig == copy.pgConfig, "one copy per installation and process")
+        #expect(copy.major == original.major && copy.version == original.version)
+        #expect(copy.root != original.root && copy.root.hasPrefix("/tmp/"))
+        for path in [copy.bindir, copy.pkglibdir, copy.sharedir] { #expect(path.hasPrefix(copy.root + "/"), "\(path)") }
+        #expect(!copy.hasMMLitePlugin)
+        let extensionFiles = try FileManager.default.contentsOfDirectory(atPath: copy.sharedir + "/extension").filter { $0.hasPrefix("mmlite") }
+        #expect(extensionFiles.isEmpty, "\(extensionFiles)")
+        #expect(original.hasMMLitePlugin == hadPlugin, "the original is untouched")
+        // The copy's programs run (their libraries came along).
+        #expect(try spawnAndWait([copy.binary("postgres"), "--version"]).0 == 0)
+        // Debian's packages are spread over /usr/lib and /usr/share: not copyable.
+        if let debian = try? PGInstallation(pgConfig: "/usr/lib/postgresql/15/bin/pg_config") {
+            #expect(!debian.isSelfContained)
+            #expect(throws: HarnessError.self) { try debian.withoutMMLite() }
+        }
+    }
+
     @Test("docs/security.md quotes the role set-up exactly as these tests run it")
     func docsQuoteTheSetup() throws {
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
