@@ -44,14 +44,16 @@ public final class ClusterHarness {
     /// `defaultSettings(for:)`; a value is written verbatim into postgresql.conf.
     @discardableResult
     public func startCluster(name: String, installation: PGInstallation,
-                             settings: [String: String] = [:]) throws -> Cluster {
-        try local.startCluster(name: name, installation: installation, settings: settings)
+                             settings: [String: String] = [:],
+                             authentication: Cluster.Authentication = .trust) throws -> Cluster {
+        try local.startCluster(name: name, installation: installation, settings: settings, authentication: authentication)
     }
 
     /// Starts `count` clusters named n1, n2, ... of one installation.
     public func startClusters(_ count: Int, installation: PGInstallation,
-                              settings: [String: String] = [:]) throws -> [Cluster] {
-        try (1...count).map { try startCluster(name: "n\($0)", installation: installation, settings: settings) }
+                              settings: [String: String] = [:],
+                              authentication: Cluster.Authentication = .trust) throws -> [Cluster] {
+        try (1...count).map { try startCluster(name: "n\($0)", installation: installation, settings: settings, authentication: authentication) }
     }
 
     public func destroyAll() {
@@ -59,10 +61,19 @@ public final class ClusterHarness {
     }
 
     /// Stops and deletes clusters left by harness processes that no longer run
-    /// (a crashed or killed test run).
+    /// (a crashed or killed test run), and their installation copies
+    /// (`PGInstallation.withoutMMLite()`).
     public static func reapAbandoned() {
         let fileManager = FileManager.default
         guard let entries = try? fileManager.contentsOfDirectory(atPath: "/tmp") else { return }
+        for entry in entries where entry.hasPrefix(InstallationCopies.prefix) {
+            let directory = "/tmp/" + entry
+            guard let text = try? String(contentsOfFile: directory + "/owner.pid", encoding: .utf8),
+                  let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  kill(pid, 0) != 0, errno == ESRCH
+            else { continue }
+            try? fileManager.removeItem(atPath: directory)
+        }
         for entry in entries where entry.hasPrefix("mmlite-h-") {
             let directory = "/tmp/" + entry
             guard let text = try? String(contentsOfFile: directory + "/owner.pid", encoding: .utf8),
@@ -117,6 +128,56 @@ extension PGInstallation {
             if FileManager.default.isExecutableFile(atPath: candidate) { return try PGInstallation(pgConfig: candidate) }
         }
         throw HarnessError("no PostgreSQL found: install postgresql-15 (apt-get install postgresql-15 postgresql-server-dev-15) or set MMLITE_PG_CONFIGS=/path/to/pg_config")
+    }
+}
+
+extension PGInstallation {
+    /// This installation without mmlite: a copy of its whole tree with
+    /// `mmlite.so` and the extension's control and SQL files removed, like a
+    /// server where nobody may install a library (a managed service). Made
+    /// once per installation and process (hard links, so it takes a moment),
+    /// world-readable under /tmp, removed when the process exits (or, after a
+    /// crash, by the next harness). Only self-contained installations (the PyPI
+    /// builds of 16, 17, 18) can be copied: Debian's throws.
+    public func withoutMMLite() throws -> PGInstallation {
+        try InstallationCopies.shared.withoutMMLite(self)
+    }
+}
+
+/// The copies `withoutMMLite()` made in this process: /tmp/mmlite-i-PID/…
+final class InstallationCopies: @unchecked Sendable {
+    static let prefix = "mmlite-i-"
+    static let shared = InstallationCopies()
+
+    private let lock = NSLock()
+    private var copies: [String: PGInstallation] = [:]
+    private let directory = "/tmp/\(InstallationCopies.prefix)\(getpid())"
+
+    func withoutMMLite(_ original: PGInstallation) throws -> PGInstallation {
+        lock.lock(); defer { lock.unlock() }
+        if let copy = copies[original.pgConfig] { return copy }
+        let fileManager = FileManager.default
+        if copies.isEmpty {
+            ClusterHarness.reapAbandoned()
+            try? fileManager.removeItem(atPath: directory)   // a process before us with our pid
+            try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: false,
+                                            attributes: [.posixPermissions: 0o755])
+            try "\(getpid())\n".write(toFile: directory + "/owner.pid", atomically: true, encoding: .utf8)
+            atexit { InstallationCopies.removeAll() }
+        }
+        let destination = directory + "/pg\(original.major)-\(copies.count + 1)"
+        let copy = try original.copy(to: destination) { name in
+            name == "mmlite.so" || name == "mmlite.control" || (name.hasPrefix("mmlite--") && name.hasSuffix(".sql"))
+                || name == "mmlite" || name == "mmlite.index.bc"   // bitcode, when built with LLVM
+        }
+        guard !copy.hasMMLitePlugin else { throw HarnessError("\(destination) still has mmlite.so") }
+        copies[original.pgConfig] = copy
+        return copy
+    }
+
+    /// Removes every copy (at exit).
+    static func removeAll() {
+        try? FileManager.default.removeItem(atPath: shared.directory)
     }
 }
 

@@ -44,13 +44,15 @@ public final class ClusterDirectory {
 
     /// Creates and starts a cluster on a free loopback port. `settings` are
     /// added to (and override) `meshSettings(for:)`; a value is written
-    /// verbatim into postgresql.conf.
+    /// verbatim into postgresql.conf. `authentication`: see `Cluster.Authentication`.
     @discardableResult
     public func startCluster(name: String, installation: PGInstallation,
-                             settings: [String: String] = [:]) throws -> Cluster {
+                             settings: [String: String] = [:],
+                             authentication: Cluster.Authentication = .trust) throws -> Cluster {
         var merged = Self.meshSettings(for: installation)
         merged.merge(settings) { $1 }
-        let cluster = Cluster(name: name, installation: installation, directory: directory, port: try freeLoopbackPort())
+        let cluster = Cluster(name: name, installation: installation, directory: directory, port: try freeLoopbackPort(),
+                              authentication: authentication)
         try cluster.initialize(settings: merged)
         clusters.append(cluster)
         // Another process may take the port between our probe and the bind: retry.

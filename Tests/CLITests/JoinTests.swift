@@ -42,8 +42,10 @@ final class Writer: @unchecked Sendable {
     private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
 
-    init(cluster: Cluster, base: Int64) throws {
-        let box = Unchecked(try cluster.connect())
+    /// Writes `table` (columns: a bigint key, `column` text, an int) over
+    /// `conninfo` (default: the cluster's superuser connection).
+    init(cluster: Cluster, base: Int64, table: String = "public.users", column: String = "name", conninfo: String? = nil) throws {
+        let box = Unchecked(try conninfo.map { try PGConnection($0) } ?? cluster.connect())
         thread = Thread { [self] in
             let connection = box.value
             var next = base
@@ -54,18 +56,18 @@ final class Writer: @unchecked Sendable {
                     let choice = Int.random(in: 0..<10, using: &generator)
                     if choice < 5 || live.count < 5 {
                         next += 1
-                        try connection.execute("INSERT INTO public.users VALUES (\(next), 'v0', \(next % 7))")
+                        try connection.execute("INSERT INTO \(table) VALUES (\(next), 'v0', \(next % 7))")
                         record { $0[next] = "v0" }
                         live.append(next)
                     } else if choice < 8 {
                         let id = live.randomElement(using: &generator)!
                         let value = "v\(Int.random(in: 1..<1000, using: &generator))"
-                        try connection.execute("UPDATE public.users SET name = '\(value)' WHERE id = \(id)")
+                        try connection.execute("UPDATE \(table) SET \(column) = '\(value)' WHERE id = \(id)")
                         record { $0[id] = value }
                     } else {
                         let index = Int.random(in: 0..<live.count, using: &generator)
                         let id = live.remove(at: index)
-                        try connection.execute("DELETE FROM public.users WHERE id = \(id)")
+                        try connection.execute("DELETE FROM \(table) WHERE id = \(id)")
                         record { $0[id] = nil }
                     }
                 } catch {

@@ -41,13 +41,16 @@ final class TestMesh {
     let configPath: String
 
     /// `installation`: the PostgreSQL to run (default: the suites' common one).
+    /// `authentication`: `.scram` for clusters reachable over TCP only with a
+    /// password (the superuser then over the Unix socket).
     init(_ count: Int, settings: [Int: [String: String]] = [:], schema: [Int: String] = [:],
-         installation chosen: PGInstallation? = nil) throws {
+         installation chosen: PGInstallation? = nil, authentication: Cluster.Authentication = .trust) throws {
         guard let installation = chosen ?? installation else { throw HarnessError("no PostgreSQL installation") }
         harness = try ClusterHarness()
         var started: [Cluster] = []
         for index in 1...count {
-            let cluster = try harness.startCluster(name: "n\(index)", installation: installation, settings: settings[index] ?? [:])
+            let cluster = try harness.startCluster(name: "n\(index)", installation: installation, settings: settings[index] ?? [:],
+                                                   authentication: authentication)
             try cluster.execute(schema[index] ?? testSchema)
             started.append(cluster)
         }
