@@ -64,8 +64,10 @@ final class MeshWriters: @unchecked Sendable {
 
     private func record(failure: String) { lock.withLock { failures.append(failure) } }
 
+    /// Stops the writers and waits for them; a second call returns at once.
     func stop() {
-        lock.withLock { running = false }
+        let first = lock.withLock { () -> Bool in defer { running = false }; return running }
+        guard first else { return }
         for _ in threads { finished.wait() }
     }
 }
@@ -128,18 +130,21 @@ struct DDLTests {
         defer { writers.stop() }
         func ddl(_ sql: String, sourceLocation: SourceLocation = #_sourceLocation) {
             usleep(300_000)  // writes between migrations
+            let started = Date()
             let run = mesh.mmlite(["ddl", sql])
+            print(String(format: "DDLTests PostgreSQL \(pg.major): %.2f s, exit \(run.code): \(sql.prefix(60))", Date().timeIntervalSince(started)))
             #expect(run.code == 0, "\(sql): \(run)", sourceLocation: sourceLocation)
         }
         ddl("ALTER TABLE public.plain ADD COLUMN note text; ALTER TABLE public.accounts ADD COLUMN note text")
         // Values written to the new column on different nodes reach every node, on both tables.
-        try mesh[1].execute("UPDATE public.accounts SET note = 'from n1' WHERE id = 1; UPDATE public.plain SET note = 'from n1' WHERE id = 1000001")
-        try mesh[2].execute("UPDATE public.accounts SET note = 'from n2' WHERE id = 2; UPDATE public.plain SET note = 'from n2' WHERE id = 2000001")
+        // (The writers' own first keys: no writer updates them again, so last-update-wins keeps these.)
+        try mesh[1].execute("UPDATE public.accounts SET note = 'from n1' WHERE id = 1000001; UPDATE public.plain SET note = 'from n1' WHERE id = 1000001")
+        try mesh[2].execute("UPDATE public.accounts SET note = 'from n2' WHERE id = 2000001; UPDATE public.plain SET note = 'from n2' WHERE id = 2000001")
         ddl("ALTER TABLE public.plain ADD COLUMN flag int NOT NULL DEFAULT 7; ALTER TABLE public.accounts ADD COLUMN flag int NOT NULL DEFAULT 7")
         ddl("ALTER TABLE public.plain ALTER COLUMN balance TYPE bigint; ALTER TABLE public.accounts ALTER COLUMN balance TYPE bigint")
-        try mesh[3].execute("UPDATE public.accounts SET balance = 5000000000, note = 'big from n3' WHERE id = 3")
+        try mesh[3].execute("UPDATE public.accounts SET balance = 5000000000, note = 'big from n3' WHERE id = 3000001")
         ddl("ALTER TABLE public.plain RENAME COLUMN owner TO holder; ALTER TABLE public.accounts RENAME COLUMN owner TO holder")
-        try mesh[3].execute("UPDATE public.accounts SET holder = 'renamed on n3' WHERE id = 4; UPDATE public.plain SET holder = 'renamed on n3' WHERE id = 3000001")
+        try mesh[3].execute("UPDATE public.accounts SET holder = 'renamed on n3' WHERE id = 3000002; UPDATE public.plain SET holder = 'renamed on n3' WHERE id = 3000001")
         ddl("ALTER TABLE public.plain DROP COLUMN flag; ALTER TABLE public.accounts DROP COLUMN flag")
         ddl("CREATE INDEX CONCURRENTLY plain_balance ON public.plain (balance); CREATE INDEX CONCURRENTLY accounts_balance ON public.accounts (balance)")
         ddl("CREATE TABLE extra.items (id int PRIMARY KEY, label text)")
@@ -157,10 +162,10 @@ struct DDLTests {
             #expect(Set(try (1...3).map { try mesh.columns($0, table) }).count == 1, "\(table) has the same columns everywhere")
         }
         #expect(try mesh.columns(1, "public.accounts") == "id integer, holder text, balance bigint, note text")
-        for (id, note) in [(1, "from n1"), (2, "from n2"), (3, "big from n3")] {
+        for (id, note) in [(1000001, "from n1"), (2000001, "from n2"), (3000001, "big from n3")] {
             #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT note FROM public.accounts WHERE id = \(id)") == note }, "note of \(id) everywhere")
         }
-        #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT balance FROM public.accounts WHERE id = 3") == "5000000000" })
+        #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT balance FROM public.accounts WHERE id = 3000001") == "5000000000" })
         #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT holder FROM public.plain WHERE id = 3000001") == "renamed on n3" })
         #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT count(*) FROM pg_indexes WHERE indexname IN ('plain_balance', 'accounts_balance')") == "2" })
 
