@@ -79,11 +79,14 @@ public struct ColumnFacts: Sendable, Equatable {
     public var defaultExpression: String?
     /// "a" / "d" for identity columns, nil otherwise.
     public var identity: String?
-    public init(name: String, type: String, defaultExpression: String? = nil, identity: String? = nil) {
+    /// Position in the primary key (nil: not part of it).
+    public var keyPosition: Int?
+    public init(name: String, type: String, defaultExpression: String? = nil, identity: String? = nil, keyPosition: Int? = nil) {
         self.name = name
         self.type = type
         self.defaultExpression = defaultExpression
         self.identity = identity
+        self.keyPosition = keyPosition
     }
 }
 
