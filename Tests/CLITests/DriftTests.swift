@@ -1,0 +1,149 @@
+import ClusterHarness
+import Foundation
+import MMLiteCLI
+import MMLiteCore
+import PostgresClient
+import Testing
+
+/// Issue 15, items 2 and 3: a schema change made by hand is never healthy in
+/// `status`, and TRUNCATE of an opted-in table is never silently local. On
+/// every PostgreSQL 15 and 18 in `MMLITE_PG_CONFIGS`, 3-node mesh with a
+/// plain and a last-update-wins table (`conflictMesh`).
+@Suite("schema drift and TRUNCATE on a 3-node mesh", .enabled(if: !conflictInstallations.isEmpty), .serialized)
+struct DriftTests {
+    /// status --format json, parsed.
+    func statusJSON(_ mesh: TestMesh) throws -> [String: Any] {
+        let run = mesh.mmlite(["status", "--format", "json"])
+        return try #require(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any], "\(run)")
+    }
+
+    /// Every link and node is fine: only drift can make the state anything but ok
+    /// (which is what status said before it looked at schemas).
+    func expectLinksHealthy(_ json: [String: Any], sourceLocation: SourceLocation = #_sourceLocation) {
+        let links = json["links"] as? [[String: Any]] ?? []
+        let nodes = json["nodes"] as? [[String: Any]] ?? []
+        #expect(links.count == 6 && links.allSatisfy { $0["state"] as? String == "ok" }, "\(links)", sourceLocation: sourceLocation)
+        #expect(nodes.count == 3 && nodes.allSatisfy { $0["reachable"] as? Bool == true }, sourceLocation: sourceLocation)
+    }
+
+    func notes(_ mesh: TestMesh, _ index: Int, _ table: String) throws -> String {
+        try mesh[index].scalar("SELECT coalesce(string_agg(id || '=' || note, ',' ORDER BY id), '') FROM public.\(table) WHERE note IS NOT NULL") ?? "?"
+    }
+
+    @Test("ALTER TABLE by hand: on one node, CRITICAL naming the table and the column; on every node, CRITICAL naming the opted-in table's stale conflict handling (writes to the new column diverge); apply reinstalls it and the column replicates", arguments: conflictInstallations)
+    func manualAlter(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
+        for table in ["accounts", "plain"] { try mesh[1].execute("INSERT INTO public.\(table) VALUES (2, 'bob', 20)") }
+        mesh.expectEverywhere("2:bob:20", where: "id = 2")
+        mesh.expectEverywhere("2:bob:20", where: "id = 2", table: "plain")
+        #expect(waitUntil(timeout: 30) { mesh.mmlite(["status", "--check"]).code == 0 })
+
+        // On one node only.
+        for table in ["accounts", "plain"] { try mesh[3].execute("ALTER TABLE public.\(table) ADD COLUMN note text") }
+        let one = mesh.mmlite(["status", "--check"])
+        #expect(one.code == 2, "\(one)")
+        #expect(one.out.contains("Mesh shop: CRITICAL"), "\(one)")
+        #expect(one.out.contains("public.plain: column note exists on n3 but not on n1, n2 (critical); fix: on n1, n2: ALTER TABLE public.plain ADD COLUMN note text;"), "\(one)")
+        #expect(one.out.contains("public.accounts: column note exists on n3 but not on n1, n2"), "\(one)")
+        #expect(one.out.contains("public.accounts on n3: conflict handling was installed for other columns (note added since)"), "\(one)")
+        expectLinksHealthy(try statusJSON(mesh))
+        let doctor = mesh.mmlite(["doctor"])
+        #expect(doctor.code == 2 && doctor.out.contains("public.plain differs from n1: column note exists only here, not on n1"), "\(doctor)")
+
+        // On the others too: the same columns everywhere, conflict handling stale everywhere.
+        for index in 1...2 { for table in ["accounts", "plain"] { try mesh[index].execute("ALTER TABLE public.\(table) ADD COLUMN note text") } }
+        for table in ["accounts", "plain"] {
+            try mesh[1].execute("INSERT INTO public.\(table) VALUES (1, 'ann', 10, 'from n1')")
+            try mesh[2].execute("UPDATE public.\(table) SET note = 'from n2' WHERE id = 2")
+        }
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try notes(mesh, $0, "plain") == "1=from n1,2=from n2" } }, "the plain table converges")
+        #expect(mesh.quiesce())
+        #expect(try (1...3).map { try notes(mesh, $0, "accounts") } == ["1=from n1", "2=from n2", ""],
+                "the opted-in table diverged: each node kept only its own note")
+        let stale = mesh.mmlite(["status", "--check"])
+        #expect(stale.code == 2, "\(stale)")
+        for node in ["n1", "n2", "n3"] {
+            #expect(stale.out.contains("public.accounts on \(node): conflict handling was installed for other columns (note added since): values written to note are not replicated (critical); fix: mmlite apply reinstalls it"), "\(stale)")
+        }
+        #expect(!stale.out.contains("public.plain:"), "no drift left on the plain table\n\(stale)")
+        let json = try statusJSON(mesh)
+        expectLinksHealthy(json)
+        #expect(json["state"] as? String == "critical")
+        let drift = json["drift"] as? [[String: Any]] ?? []
+        #expect(drift.count == 3 && drift.allSatisfy { $0["table"] as? String == "public.accounts" && $0["kind"] as? String == "conflicts_stale" && $0["state"] as? String == "critical" }, "\(drift)")
+
+        // apply reinstalls it; rewriting the notes replicates them.
+        let apply = mesh.mmlite(["apply"])
+        #expect(apply.code == 0 && apply.out.contains("install conflict handling: public.accounts (last-update-wins)"), "\(apply)")
+        #expect(mesh.mmlite(["status", "--check"]).code == 0)
+        try mesh[1].execute("UPDATE public.accounts SET note = note WHERE note IS NOT NULL")
+        try mesh[2].execute("UPDATE public.accounts SET note = note WHERE note IS NOT NULL")
+        try mesh[3].execute("INSERT INTO public.accounts VALUES (3, 'cy', 30, 'from n3')")
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try notes(mesh, $0, "accounts") == "1=from n1,2=from n2,3=from n3" } },
+                "\((1...3).map { (try? notes(mesh, $0, "accounts")) ?? "?" })")
+        #expect(mesh.quiesce())
+        #expect(Set(try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }).count == 1)
+
+        // A type changed on one node.
+        try mesh[2].execute("ALTER TABLE public.plain ALTER COLUMN balance TYPE bigint")
+        let retyped = mesh.mmlite(["status", "--check"])
+        #expect(retyped.code == 2 && retyped.out.contains("public.plain: column balance is integer on n1, n3 but bigint on n2"), "\(retyped)")
+        try mesh[2].execute("ALTER TABLE public.plain ALTER COLUMN balance TYPE integer")
+        let healed = mesh.mmlite(["status", "--check"])
+        #expect(healed.code == 0, "\(healed)")
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+    }
+
+    @Test("TRUNCATE of an opted-in table on one node, with writers on the others: refused (feature_not_supported), nothing changed anywhere; DELETE empties it everywhere; a plain table's TRUNCATE still replicates", arguments: conflictInstallations)
+    func truncate(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
+        for table in ["accounts", "plain"] { try mesh[1].execute("INSERT INTO public.\(table) SELECT g, 'row', g FROM generate_series(1, 50) g") }
+        for table in ["accounts", "plain"] {
+            #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try mesh[$0].scalar("SELECT count(*) FROM public.\(table)") == "50" } })
+        }
+        // Writers on n2 and n3 meanwhile (keys from 1000).
+        let conninfos = [mesh[2].conninfo, mesh[3].conninfo]
+        let written = DispatchSemaphore(value: 0)
+        let writes = Unchecked(NSMutableArray())
+        let thread = Thread {
+            let count = (try? randomWorkload(conninfos: conninfos, table: "accounts", seed: 7, base: 1000, operations: 150)) ?? -1
+            writes.value.add(count)
+            written.signal()
+        }
+        thread.start()
+        var refusals: [PGError] = []
+        for _ in 0..<3 {
+            do {
+                try mesh[1].execute("TRUNCATE public.accounts")
+            } catch let error as PGError {
+                refusals.append(error)
+            }
+            usleep(100_000)
+        }
+        written.wait()
+        #expect((writes.value.firstObject as? Int ?? 0) > 0, "the writers wrote")
+        #expect(refusals.count == 3, "every TRUNCATE refused")
+        let refusal = try #require(refusals.first)
+        #expect(refusal.sqlState == "0A000", "\(refusal)")
+        #expect(refusal.message.contains("TRUNCATE of public.accounts is not replicated with last-update-wins: use DELETE FROM public.accounts (replicated row by row), or mmlite ddl \"TRUNCATE public.accounts\" to empty it on every node at once"), "\(refusal)")
+        #expect(mesh.quiesce())
+        let prints = try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }
+        #expect(Set(prints).count == 1, "every node identical: \(prints)")
+        for index in 1...3 { #expect(try mesh[index].scalar("SELECT count(*) FROM public.accounts WHERE id <= 50") == "50", "n\(index) kept its rows") }
+        // Sessions with session_replication_role = replica (the apply worker,
+        // join's copy) are not stopped.
+        let replica = try mesh[1].connect()
+        try replica.execute("BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE public.accounts; ROLLBACK")
+        replica.close()
+
+        // What the refusal recommends: DELETE, replicated row by row.
+        try mesh[1].execute("DELETE FROM public.accounts")
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try mesh[$0].scalar("SELECT count(*) FROM public.accounts") == "0" } })
+        // A plain table's TRUNCATE replicates as before.
+        try mesh[1].execute("TRUNCATE public.plain")
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try mesh[$0].scalar("SELECT count(*) FROM public.plain") == "0" } })
+        #expect(mesh.mmlite(["status", "--check"]).code == 0)
+        let errors = mesh.logErrors().filter { !$0.contains("TRUNCATE of public.accounts is not replicated") }
+        #expect(errors.isEmpty, "no error but the refusals: \(errors)")
+    }
+}
