@@ -41,6 +41,7 @@ struct Inspector {
             guard facts[index].reachable, let connection = connections[facts[index].name] else { continue }
             do {
                 try columns(&facts[index], connection, tables: resolved.tables)
+                facts[index].conflictObjects = try conflictObjects(connection, tables: resolved.tables)
                 facts[index].state = try state(of: facts[index], connection, tables: resolved.tables)
             } catch {
                 facts[index].connectionError = describe(error)
@@ -187,6 +188,15 @@ struct Inspector {
                 column: column, sequence: QualifiedName(schema: row["schema_name"] ?? "", name: row["sequence_name"] ?? ""),
                 increment: row.int64("increment") ?? 1, start: row.int64("start") ?? 1, lastValue: row.int64("last_value")))
         }
+    }
+
+    /// The opted-in tables' columns with their change and version tables,
+    /// and the conflict registry (what `MeshDrift.conflictProblems` judges).
+    private func conflictObjects(_ connection: PGConnection, tables: [QualifiedName]) throws -> DriftFacts? {
+        let optedIn = tables.filter { config.tableSettings[$0]?.conflicts != nil }
+        guard !optedIn.isEmpty else { return nil }
+        return DriftFacts(columns: try Catalog.tableColumns(connection, MeshDrift.tablesToRead(config: config, tables: optedIn)),
+                          registry: Catalog.conflictRegistry(connection) ?? [:])
     }
 
     /// This mesh's objects on a node.

@@ -82,6 +82,7 @@ public struct Checks: Sendable {
         for facts in self.facts {
             results += evaluate(facts)
             results += nativeApplyCheck(facts)
+            results += conflictHandlingChecks(facts)
         }
         results += sequenceChecks()
         return results
@@ -258,6 +259,24 @@ public struct Checks: Sendable {
                 fail("peer", "\(name) cannot reach \(peer.name) with its peer_dsn (\(DSN.masked(peer.effectivePeerDSN))): \(why)",
                      "make nodes[\(peerIndex)].peer_dsn work from \(name)'s server: the host and port reachable from there, \(peer.name)'s pg_hba.conf allowing \(name) (host \(DSN.value("dbname", in: peer.effectivePeerDSN) ?? "<db>") \(DSN.value("user", in: peer.effectivePeerDSN) ?? "<user>") <\(name)'s address>/32 scram-sha-256), and the password in ~/.pgpass of the user running PostgreSQL on \(name)")
             }
+        }
+        return results
+    }
+
+    /// On a member, doctor only: whether each opted-in table's installed
+    /// conflict handling still matches its columns (`ConflictDrift`, as
+    /// status judges it). Not for apply, which reinstalls it.
+    private func conflictHandlingChecks(_ node: NodeFacts) -> [CheckResult] {
+        guard purpose == .doctor, node.reachable, let objects = node.conflictObjects, view.members.contains(node.name) else { return [] }
+        let problems = MeshDrift.conflictProblems(config: config, tables: tables, node: node.name, facts: objects)
+        let optedIn = tables.filter { config.tableSettings[$0]?.conflicts != nil && objects.columns[$0] != nil }
+        var results = problems.map { problem in
+            CheckResult(node: node.name, check: "conflict_handling", status: problem.health == .critical ? .failure : .warning,
+                        message: problem.message, fix: problem.fix)
+        }
+        for table in optedIn where !problems.contains(where: { $0.table == table }) {
+            results.append(CheckResult(node: node.name, check: "conflict_handling", status: .pass,
+                                       message: "\(table.sql): conflict handling matches its columns"))
         }
         return results
     }

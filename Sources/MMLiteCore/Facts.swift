@@ -28,6 +28,8 @@ public struct NodeFacts: Sendable, Equatable {
     /// Whether this node's role can create the native apply trigger's C function (opted-in tables only).
     public var nativeApplyProbe: ProbeResult = .notRun
     public var state: NodeState?
+    /// The opted-in tables' columns and their conflict-handling objects (nil: none opt in, or not read).
+    public var conflictObjects: DriftFacts?
 
     public init(name: String) { self.name = name }
 

@@ -335,20 +335,27 @@ public enum MeshDrift {
             let shapes = nodes.map { node in (node: node.name, shape: node.facts.columns[table].map(TableShape.init)) }
             problems += SchemaDrift.compare(table, shapes: shapes).problems
         }
+        for node in nodes where members.contains(node.name) {
+            problems += conflictProblems(config: config, tables: tables, node: node.name, facts: node.facts)
+        }
+        return problems
+    }
+
+    /// On one member: each opted-in table's conflict handling against its
+    /// current columns (as `mmlite apply` would install it now).
+    public static func conflictProblems(config: MeshConfig, tables: [QualifiedName], node: String, facts: DriftFacts) -> [DriftProblem] {
+        var problems: [DriftProblem] = []
         for table in tables {
-            guard let policy = config.tableSettings[table]?.conflicts else { continue }
-            for node in nodes where members.contains(node.name) {
-                guard let columns = node.facts.columns[table] else { continue }
-                let described = ConflictSQL.Table(name: table, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto)
-                func shape(_ name: QualifiedName) -> [TableShape.Column]? {
-                    node.facts.columns[name].map { $0.map { TableShape.Column(name: $0.name, type: $0.type) } }
-                }
-                let installed = ConflictDrift.Facts(definition: node.facts.registry[described.registryName],
-                                                    changeTable: shape(ConflictSQL.changeTable(table)),
-                                                    versionTable: shape(ConflictSQL.versionTable(table)))
-                if let drift = ConflictDrift.assess(described, installed: installed) {
-                    problems.append(drift.problem(described, node: node.name))
-                }
+            guard let policy = config.tableSettings[table]?.conflicts, let columns = facts.columns[table] else { continue }
+            let described = ConflictSQL.Table(name: table, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto)
+            func shape(_ name: QualifiedName) -> [TableShape.Column]? {
+                facts.columns[name].map { $0.map { TableShape.Column(name: $0.name, type: $0.type) } }
+            }
+            let installed = ConflictDrift.Facts(definition: facts.registry[described.registryName],
+                                                changeTable: shape(ConflictSQL.changeTable(table)),
+                                                versionTable: shape(ConflictSQL.versionTable(table)))
+            if let drift = ConflictDrift.assess(described, installed: installed) {
+                problems.append(drift.problem(described, node: node))
             }
         }
         return problems

@@ -41,6 +41,7 @@ struct DriftTests {
         // On one node only.
         for table in ["accounts", "plain"] { try mesh[3].execute("ALTER TABLE public.\(table) ADD COLUMN note text") }
         let one = mesh.mmlite(["status", "--check"])
+        show(one)
         #expect(one.code == 2, "\(one)")
         #expect(one.out.contains("Mesh shop: CRITICAL"), "\(one)")
         #expect(one.out.contains("public.plain: column note exists on n3 but not on n1, n2 (critical); fix: on n1, n2: ALTER TABLE public.plain ADD COLUMN note text;"), "\(one)")
@@ -61,11 +62,15 @@ struct DriftTests {
         #expect(try (1...3).map { try notes(mesh, $0, "accounts") } == ["1=from n1", "2=from n2", ""],
                 "the opted-in table diverged: each node kept only its own note")
         let stale = mesh.mmlite(["status", "--check"])
+        show(stale)
         #expect(stale.code == 2, "\(stale)")
         for node in ["n1", "n2", "n3"] {
             #expect(stale.out.contains("public.accounts on \(node): conflict handling was installed for other columns (note added since): values written to note are not replicated (critical); fix: mmlite apply reinstalls it"), "\(stale)")
         }
         #expect(!stale.out.contains("public.plain:"), "no drift left on the plain table\n\(stale)")
+        let staleDoctor = mesh.mmlite(["doctor"])
+        #expect(staleDoctor.code == 2 && staleDoctor.out.contains("FAIL  conflict_handling"), "\(staleDoctor)")
+        #expect(staleDoctor.out.contains("public.accounts on n2: conflict handling was installed for other columns (note added since)"), "\(staleDoctor)")
         let json = try statusJSON(mesh)
         expectLinksHealthy(json)
         #expect(json["state"] as? String == "critical")
