@@ -5,11 +5,14 @@ import PostgresClient
 /// primary keys on every reachable node, and on members the opted-in tables'
 /// installed conflict handling. Read here; judged by `MeshDrift`.
 extension Status {
-    /// Drift among the reachable nodes; a node whose catalog cannot be read is left out (reported in debug output).
+    /// Drift among the reachable members (a node that has not joined may
+    /// lack the tables: join creates them); a node whose catalog cannot be
+    /// read is left out (reported in debug output).
     func drift(_ view: MeshView, nodes: [NodeStatus], connections: Connections) -> [DriftProblem] {
         let config = view.config
+        let members = Set(view.members)
         var existing: [(String, Set<QualifiedName>)] = []
-        for node in nodes where node.reachable {
+        for node in nodes where node.reachable && members.contains(node.name) {
             guard let connection = connections[node.name] else { continue }
             do { existing.append((node.name, try Catalog.userTables(connection))) }
             catch { context.console.debug("drift: cannot list the tables of \(node.name): \(error)") }
@@ -26,7 +29,7 @@ extension Status {
                 context.console.debug("drift: cannot read the columns on \(name): \(error)")
             }
         }
-        return MeshDrift.problems(config: config, tables: tables, nodes: facts, members: Set(view.members))
+        return MeshDrift.problems(config: config, tables: tables, nodes: facts, members: members)
     }
 
     static func driftJSON(_ problems: [DriftProblem]) -> JSON {

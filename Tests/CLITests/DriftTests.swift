@@ -135,6 +135,16 @@ struct DriftTests {
         let prints = try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }
         #expect(Set(prints).count == 1, "every node identical: \(prints)")
         for index in 1...3 { #expect(try mesh[index].scalar("SELECT count(*) FROM public.accounts WHERE id <= 50") == "50", "n\(index) kept its rows") }
+        // TRUNCATE ... CASCADE reaching it is refused too.
+        try mesh[1].execute("""
+            CREATE TABLE public.parent (id int PRIMARY KEY); INSERT INTO public.parent SELECT generate_series(-1000, 1000);
+            ALTER TABLE public.accounts ADD CONSTRAINT accounts_parent FOREIGN KEY (balance) REFERENCES public.parent
+            """)
+        var cascade: PGError?
+        do { try mesh[1].execute("TRUNCATE public.parent CASCADE") } catch let error as PGError { cascade = error }
+        #expect(cascade?.sqlState == "0A000", "\(String(describing: cascade))")
+        try mesh[1].execute("ALTER TABLE public.accounts DROP CONSTRAINT accounts_parent; DROP TABLE public.parent")
+        #expect(try mesh[1].scalar("SELECT count(*) FROM public.accounts WHERE id <= 50") == "50")
         // Sessions with session_replication_role = replica (the apply worker,
         // join's copy) are not stopped.
         let replica = try mesh[1].connect()
