@@ -161,4 +161,40 @@ struct DriftTests {
         let errors = mesh.logErrors().filter { !$0.contains("TRUNCATE of public.accounts is not replicated") }
         #expect(errors.isEmpty, "no error but the refusals: \(errors)")
     }
+
+    @Test("a column dropped or retyped by hand on every node: CRITICAL; apply fixes the dropped one (local writes failed until then), not the retyped one, whose fix (the change table's ALTER, then apply) works", arguments: conflictInstallations)
+    func droppedAndRetyped(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (1, 'ann', 10)")
+        mesh.expectEverywhere("1:ann:10", where: "id = 1")
+        #expect(waitUntil(timeout: 30) { mesh.mmlite(["status", "--check"]).code == 0 }, "every link runs")
+        for index in 1...3 { try mesh[index].execute("ALTER TABLE public.accounts DROP COLUMN owner") }
+        var failed: PGError?
+        do { try mesh[1].execute("INSERT INTO public.accounts VALUES (2, 20)") } catch let error as PGError { failed = error }
+        #expect(failed?.sqlState == "42703", "the capture function names the dropped column: \(String(describing: failed))")
+        let dropped = mesh.mmlite(["status", "--check"])
+        #expect(dropped.code == 2, "\(dropped)")
+        #expect(dropped.out.contains("public.accounts on n1: conflict handling was installed for other columns (owner dropped since): local writes to the table fail (critical); fix: mmlite apply reinstalls it"), "\(dropped)")
+        let apply = mesh.mmlite(["apply"])
+        #expect(apply.code == 0, "\(apply)")
+        #expect(mesh.mmlite(["status", "--check"]).code == 0, "the change table keeps owner, unused: not drift")
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (2, 20)")
+        try mesh[2].execute("UPDATE public.accounts SET balance = 11 WHERE id = 1")
+        func balances(_ index: Int) throws -> String { try mesh[index].scalar("SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM public.accounts") ?? "" }
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try balances($0) == "1:11,2:20" } })
+
+        // int -> bigint: apply reinstalls the functions but cannot retype the change table's column.
+        for index in 1...3 { try mesh[index].execute("ALTER TABLE public.accounts ALTER COLUMN balance TYPE bigint") }
+        #expect(mesh.mmlite(["apply"]).code == 0)
+        let retyped = mesh.mmlite(["status", "--check"])
+        #expect(retyped.code == 2, "\(retyped)")
+        #expect(retyped.out.contains("public.accounts on n2: conflict handling was installed for other columns (balance is bigint, was integer) (critical); fix: mmlite apply does not change column types of the conflict tables: on every node ALTER TABLE mmlite.\"public.accounts$changes\" ALTER COLUMN balance TYPE bigint; then mmlite apply"), "\(retyped)")
+        for index in 1...3 { try mesh[index].execute("ALTER TABLE mmlite.\"public.accounts$changes\" ALTER COLUMN balance TYPE bigint") }
+        #expect(mesh.mmlite(["apply"]).code == 0)
+        #expect(mesh.mmlite(["status", "--check"]).code == 0)
+        try mesh[3].execute("UPDATE public.accounts SET balance = 5000000000 WHERE id = 2")
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try balances($0) == "1:11,2:5000000000" } })
+        let errors = mesh.logErrors().filter { !$0.contains("column n.owner does not exist") && !$0.contains("\"owner\" does not exist") }
+        #expect(errors.isEmpty, "no error but the refused insert: \(errors)")
+    }
 }
