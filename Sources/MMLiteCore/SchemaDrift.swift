@@ -256,7 +256,8 @@ public enum ConflictDrift: Sendable, Equatable {
             for change in retyped where listed.insert(change.column).inserted {
                 what.append("\(SQL.identifier(change.column)) is \(change.current), was \(change.installed)")
             }
-            if let key { what.append("primary key is (\(ids(table.keyColumns.map(\.name)))), was (\(ids(key)))") }
+            func keyText(_ names: [String]) -> String { names.isEmpty ? "none" : "(\(ids(names)))" }
+            if let key { what.append("primary key is \(keyText(table.keyColumns.map(\.name))), was \(keyText(key))") }
             var effects: [String] = []
             if !added.isEmpty { effects.append("values written to \(ids(added)) are not replicated") }
             if !dropped.isEmpty { effects.append("local writes to the table fail") }

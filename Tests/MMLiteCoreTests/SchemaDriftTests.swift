@@ -115,6 +115,9 @@ struct SchemaDriftTests {
         #expect(key == .columns(added: [], dropped: [], retyped: [], key: ["id"]))
         #expect(key.problem(rekeyed, node: "n1").message.contains("primary key is (id, owner), was (id)"))
         #expect(key.problem(rekeyed, node: "n1").fix.contains("cannot re-key"))
+        var keyless = table
+        keyless.columns[0].keyPosition = nil
+        #expect(ConflictDrift.assess(keyless, installed: installed(table))?.problem(keyless, node: "n1").message.contains("primary key is none, was (id)") == true)
     }
 
     @Test("not installed, objects missing, another generation or policy")
