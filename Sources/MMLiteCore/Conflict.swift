@@ -411,7 +411,11 @@ public enum ConflictSQL {
     /// replicated (the user table is not published): refused for local
     /// statements (an ordinary trigger, so not in the apply worker nor under
     /// `session_replication_role = replica`, which join's copy uses) with
-    /// feature_not_supported and what to do instead (generation 4).
+    /// feature_not_supported and what to do instead (generation 4). A
+    /// transaction that empties the table on every node at once (`mmlite
+    /// ddl`) says so with `SET LOCAL mmlite.allow_truncate = on`.
+    public static let allowTruncate = "SET LOCAL mmlite.allow_truncate = on"
+
     static func truncateGuard(_ table: Table) -> String {
         let user = table.name.sql
         return """
@@ -420,6 +424,9 @@ public enum ConflictSQL {
             DECLARE
                 t text := pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
             BEGIN
+                IF pg_catalog.current_setting('mmlite.allow_truncate', true) = 'on' THEN
+                    RETURN NULL;
+                END IF;
                 RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
                     MESSAGE = pg_catalog.format('TRUNCATE of %s is not replicated with %s: use DELETE FROM %s (replicated row by row), or mmlite ddl "TRUNCATE %s" to empty it on every node at once', t, TG_ARGV[0], t, t),
                     HINT = 'mmlite conflict handling replicates row changes only (docs/conflicts.md)';

@@ -128,6 +128,8 @@ struct ConflictSQLTests {
         #expect(!sql.contains("ENABLE REPLICA TRIGGER mmlite_truncate") && !sql.contains("ENABLE ALWAYS TRIGGER mmlite_truncate"),
                 "fires for local statements only, not in the apply worker nor under session_replication_role = replica")
         #expect(sql.contains("ERRCODE = 'feature_not_supported'"))
+        #expect(sql.contains("IF pg_catalog.current_setting('mmlite.allow_truncate', true) = 'on' THEN\n        RETURN NULL;"),
+                "a transaction emptying it on every node at once (mmlite ddl) says so: \(ConflictSQL.allowTruncate)")
         #expect(sql.contains("use DELETE FROM %s (replicated row by row), or mmlite ddl \"TRUNCATE %s\" to empty it on every node at once"))
         #expect(ConflictSQL.generation == 4 && ConflictSQL.definition(accountsTable()).hasPrefix("g4-"), "existing meshes reinstall on apply")
         #expect(ConflictSQL.uninstall(registryName: "public.accounts", table: accounts).contains("DROP TRIGGER IF EXISTS mmlite_truncate ON public.accounts;"))
