@@ -176,4 +176,40 @@ struct SchemaDriftTests {
             "public.accounts on n1: conflict handling was installed for other columns (note added since): values written to note are not replicated",
         ], "n3 is not a member: its conflict handling is not judged")
     }
+
+    @Test("doctor's conflict_handling check: stale fails on a member, matching passes; apply does not run it (it reinstalls)")
+    func doctorConflictHandling() throws {
+        let config = try MeshConfig.parse("""
+            [mesh]
+            name = "shop"
+            tables = ["public.users", "public.departments"]
+            [[nodes]]
+            name = "n1"
+            dsn = "host=h1 dbname=shop"
+            [[nodes]]
+            name = "n2"
+            dsn = "host=h2 dbname=shop"
+            [tables."public.users"]
+            conflicts = "last-update-wins"
+            """)
+        let table = ConflictSQL.Table(name: users, columns: [.init(name: "id", type: "uuid", keyPosition: 1), .init(name: "name", type: "text")],
+                                      policy: .lastUpdateWins)
+        func objects(_ registered: ConflictSQL.Table, current: ConflictSQL.Table) -> DriftFacts {
+            let facts = installed(registered)
+            func columns(_ shape: [TableShape.Column]?) -> [ConflictSQL.Column] { (shape ?? []).map { ConflictSQL.Column(name: $0.name, type: $0.type) } }
+            return DriftFacts(columns: [users: current.columns, ConflictSQL.changeTable(users): columns(facts.changeTable),
+                                       ConflictSQL.versionTable(users): columns(facts.versionTable)],
+                              registry: [registered.registryName: ConflictSQL.definition(registered)])
+        }
+        var wider = table
+        wider.columns.append(.init(name: "note", type: "text"))
+        var n1 = healthyFacts("n1"), n2 = healthyFacts("n2")
+        n1.conflictObjects = objects(table, current: wider)
+        n2.conflictObjects = objects(table, current: table)
+        let results = Checks(config: config, facts: [n1, n2], tables: [departments, users]).evaluate().filter { $0.check == "conflict_handling" }
+        #expect(results.map(\.node) == ["n1", "n2"])
+        #expect(results[0].status == .failure && results[0].message.contains("public.users on n1: conflict handling was installed for other columns (note added since)"))
+        #expect(results[1].status == .pass)
+        #expect(Checks(config: config, facts: [n1, n2], tables: [departments, users], purpose: .apply).evaluate().allSatisfy { $0.check != "conflict_handling" })
+    }
 }
