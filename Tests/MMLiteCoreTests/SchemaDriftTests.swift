@@ -179,19 +179,7 @@ struct SchemaDriftTests {
 
     @Test("doctor's conflict_handling check: stale fails on a member, matching passes; apply does not run it (it reinstalls)")
     func doctorConflictHandling() throws {
-        let config = try MeshConfig.parse("""
-            [mesh]
-            name = "shop"
-            tables = ["public.users", "public.departments"]
-            [[nodes]]
-            name = "n1"
-            dsn = "host=h1 dbname=shop"
-            [[nodes]]
-            name = "n2"
-            dsn = "host=h2 dbname=shop"
-            [tables."public.users"]
-            conflicts = "last-update-wins"
-            """)
+        let config = try usersOptedInConfig()
         let table = ConflictSQL.Table(name: users, columns: [.init(name: "id", type: "uuid", keyPosition: 1), .init(name: "name", type: "text")],
                                       policy: .lastUpdateWins)
         func objects(_ registered: ConflictSQL.Table, current: ConflictSQL.Table) -> DriftFacts {
