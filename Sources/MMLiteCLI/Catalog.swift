@@ -183,6 +183,52 @@ struct Catalog {
         return result
     }
 
+    /// The user tables (regular and partitioned, not partitions) that
+    /// `mesh.tables` patterns resolve against (as doctor's inspection sees them).
+    static func userTables(_ connection: PGConnection) throws -> Set<QualifiedName> {
+        let rows = try connection.query("""
+            SELECT n.nspname AS schema_name, c.relname AS table_name
+            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+            """).named
+        return Set(rows.compactMap(qualifiedName))
+    }
+
+    /// The columns of each of `tables` that exists, in column order, with
+    /// primary-key positions; types printed as the apply worker (search_path
+    /// = '') reads them, as conflict handling's definition hash needs them.
+    static func tableColumns(_ connection: PGConnection, _ tables: [QualifiedName]) throws -> [QualifiedName: [ConflictSQL.Column]] {
+        guard !tables.isEmpty else { return [:] }
+        try connection.execute("BEGIN; SET LOCAL search_path TO ''")
+        defer { _ = try? connection.execute("ROLLBACK") }
+        return try tableColumnsInTransaction(connection, tables)
+    }
+
+    /// The same, inside a transaction the caller opened with `SET LOCAL search_path TO ''`.
+    static func tableColumnsInTransaction(_ connection: PGConnection, _ tables: [QualifiedName]) throws -> [QualifiedName: [ConflictSQL.Column]] {
+        guard !tables.isEmpty else { return [:] }
+        let result = try connection.query("""
+            SELECT n.nspname AS schema_name, c.relname AS table_name, a.attname AS column_name,
+                   pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+                   pg_catalog.array_position(i.indkey::int2[], a.attnum) AS key_position,
+                   a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always
+            FROM pg_catalog.pg_attribute a
+            JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+            WHERE a.attrelid IN (SELECT pg_catalog.to_regclass(x) FROM pg_catalog.unnest($1::text[]) x) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY n.nspname, c.relname, a.attnum
+            """, [arrayLiteral(tables.map(\.sql))])
+        var columns: [QualifiedName: [ConflictSQL.Column]] = [:]
+        for row in result.named {
+            guard let table = qualifiedName(row), let name = row["column_name"], let type = row["type"] else { continue }
+            columns[table, default: []].append(ConflictSQL.Column(name: name, type: type, keyPosition: row.int("key_position"),
+                                                                   generated: row.bool("generated") ?? false,
+                                                                   identityAlways: row.bool("identity_always") ?? false))
+        }
+        return columns
+    }
+
     /// Sizes of the conflict log and of the change and version tables.
     struct ConflictStorage {
         /// nil: no conflict log on this node.

@@ -57,27 +57,12 @@ struct ConflictSetup {
     /// Columns with primary-key positions; types printed as the apply worker
     /// (search_path = '') reads them.
     static func columns(of table: QualifiedName, _ connection: PGConnection) throws -> [ConflictSQL.Column] {
-        try connection.execute("BEGIN; SET LOCAL search_path TO ''")
-        defer { _ = try? connection.execute("ROLLBACK") }
-        return try columnsInTransaction(of: table, connection)
+        try Catalog.tableColumns(connection, [table])[table] ?? []
     }
 
     /// The same, inside a transaction the caller opened with `SET LOCAL search_path TO ''`.
     static func columnsInTransaction(of table: QualifiedName, _ connection: PGConnection) throws -> [ConflictSQL.Column] {
-        let result = try connection.query("""
-            SELECT a.attname AS column_name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
-                   pg_catalog.array_position(i.indkey::int2[], a.attnum) AS key_position,
-                   a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always
-            FROM pg_catalog.pg_attribute a
-            LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-            WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-            ORDER BY a.attnum
-            """, [table.sql])
-        return result.named.compactMap { row in
-            guard let name = row["column_name"], let type = row["type"] else { return nil }
-            return ConflictSQL.Column(name: name, type: type, keyPosition: row.int("key_position"),
-                                      generated: row.bool("generated") ?? false, identityAlways: row.bool("identity_always") ?? false)
-        }
+        try Catalog.tableColumnsInTransaction(connection, [table])[table] ?? []
     }
 
     /// `mmlite.conflict_tables` on a node, nil when it does not exist.

@@ -41,6 +41,7 @@ struct Inspector {
             guard facts[index].reachable, let connection = connections[facts[index].name] else { continue }
             do {
                 try columns(&facts[index], connection, tables: resolved.tables)
+                facts[index].conflictObjects = try conflictObjects(connection, tables: resolved.tables)
                 facts[index].state = try state(of: facts[index], connection, tables: resolved.tables)
             } catch {
                 facts[index].connectionError = describe(error)
@@ -156,12 +157,13 @@ struct Inspector {
         let result = try connection.query("""
             SELECT n.nspname AS schema_name, c.relname AS table_name, a.attname AS column_name,
                    format_type(a.atttypid, a.atttypmod) AS type, pg_get_expr(d.adbin, d.adrelid) AS default_expression,
-                   nullif(a.attidentity::text, '') AS identity,
+                   nullif(a.attidentity::text, '') AS identity, array_position(i.indkey::int2[], a.attnum) AS key_position,
                    coalesce(pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname),
                             substring(pg_get_expr(d.adbin, d.adrelid) from $$^nextval\\('(.+)'::regclass\\)$$)) AS sequence
             FROM pg_attribute a
             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
             WHERE a.attnum > 0 AND NOT a.attisdropped
               AND c.oid IN (SELECT to_regclass(x) FROM unnest($1::text[]) x)
             ORDER BY n.nspname, c.relname, a.attnum
@@ -169,7 +171,8 @@ struct Inspector {
         var sequenceColumns: [(QualifiedName, String, String)] = []
         for row in result.named {
             guard let name = Catalog.qualifiedName(row), let column = row["column_name"], let type = row["type"] else { continue }
-            facts.tables[name]?.columns.append(ColumnFacts(name: column, type: type, defaultExpression: row["default_expression"], identity: row["identity"]))
+            facts.tables[name]?.columns.append(ColumnFacts(name: column, type: type, defaultExpression: row["default_expression"], identity: row["identity"],
+                                                                      keyPosition: row.int("key_position")))
             if let sequence = row["sequence"] { sequenceColumns.append((name, column, sequence)) }
         }
         guard !sequenceColumns.isEmpty else { return }
@@ -185,6 +188,15 @@ struct Inspector {
                 column: column, sequence: QualifiedName(schema: row["schema_name"] ?? "", name: row["sequence_name"] ?? ""),
                 increment: row.int64("increment") ?? 1, start: row.int64("start") ?? 1, lastValue: row.int64("last_value")))
         }
+    }
+
+    /// The opted-in tables' columns with their change and version tables,
+    /// and the conflict registry (what `MeshDrift.conflictProblems` judges).
+    private func conflictObjects(_ connection: PGConnection, tables: [QualifiedName]) throws -> DriftFacts? {
+        let optedIn = tables.filter { config.tableSettings[$0]?.conflicts != nil }
+        guard !optedIn.isEmpty else { return nil }
+        return DriftFacts(columns: try Catalog.tableColumns(connection, MeshDrift.tablesToRead(config: config, tables: optedIn)),
+                          registry: Catalog.conflictRegistry(connection) ?? [:])
     }
 
     /// This mesh's objects on a node.

@@ -54,15 +54,16 @@ struct Status {
         // Decide.
         let view = MeshView(config: config, states: states)
         let links = assess(view, nodes: nodes, connections: connections)
-        var overall = links.map(\.health).max() ?? .ok
+        let drift = self.drift(view, nodes: nodes, connections: connections)
+        var overall = (links.map(\.health) + drift.map(\.health)).max() ?? .ok
         if nodes.contains(where: { !$0.reachable }) { overall = max(overall, .critical) }
         if nodes.contains(where: { !$0.openMigrations.isEmpty || !$0.fencedTables.isEmpty }) { overall = max(overall, .critical) }
         // Print.
         switch format {
         case .json:
-            console.print(renderJSON(config: config, nodes: nodes, links: links, overall: overall).render())
+            console.print(renderJSON(config: config, nodes: nodes, links: links, drift: drift, overall: overall).render())
         case .table:
-            renderTable(config: config, nodes: nodes, links: links, overall: overall, console: console)
+            renderTable(config: config, nodes: nodes, links: links, drift: drift, overall: overall, console: console)
         }
         if check { return ExitStatus(rawValue: overall.nagiosCode) ?? .unknown }
         return .ok
@@ -147,7 +148,7 @@ struct Status {
         }
     }
 
-    func renderJSON(config: MeshConfig, nodes: [NodeStatus], links: [LinkAssessment], overall: Health) -> JSON {
+    func renderJSON(config: MeshConfig, nodes: [NodeStatus], links: [LinkAssessment], drift: [DriftProblem], overall: Health) -> JSON {
         let healthy = links.filter { $0.health == .ok }.count
         return .object([
             ("mesh", .string(config.mesh.name)),
@@ -158,7 +159,9 @@ struct Status {
                 ("nodes_reachable", .integer(Int64(nodes.filter(\.reachable).count))),
                 ("links", .integer(Int64(links.count))),
                 ("links_ok", .integer(Int64(healthy))),
+                ("drift", .integer(Int64(drift.count))),
             ])),
+            ("drift", Self.driftJSON(drift)),
             ("nodes", .array(nodes.map { node in
                 .object([
                     ("name", .string(node.name)),
@@ -214,9 +217,10 @@ struct Status {
         ])
     }
 
-    func renderTable(config: MeshConfig, nodes: [NodeStatus], links: [LinkAssessment], overall: Health, console: Console) {
+    func renderTable(config: MeshConfig, nodes: [NodeStatus], links: [LinkAssessment], drift: [DriftProblem], overall: Health, console: Console) {
         let healthy = links.filter { $0.health == .ok }.count
-        console.print("Mesh \(config.mesh.name): \(overall.rawValue.uppercased()) — \(nodes.filter(\.reachable).count)/\(nodes.count) nodes up, \(healthy)/\(links.count) links ok")
+        console.print("Mesh \(config.mesh.name): \(overall.rawValue.uppercased()) — \(nodes.filter(\.reachable).count)/\(nodes.count) nodes up, \(healthy)/\(links.count) links ok"
+                      + (drift.isEmpty ? "" : ", \(drift.count) schema drift\(drift.count == 1 ? "" : "s")"))
         console.print()
         var nodeRows = [["NODE", "STATE", "VERSION", "LSN", "CONFLICT LOG", "CHANGES", "VERSIONS", "APPLY", "DSN"]]
         for node in nodes {
@@ -255,6 +259,7 @@ struct Status {
         let problems = links.flatMap { entry in entry.messages.map { "\(entry.link.publisher) -> \(entry.link.subscriber): \($0)" } }
             + nodes.filter { !$0.reachable }.map { "\($0.name): \($0.error ?? "unreachable")" }
             + nodes.flatMap { DDLProcedure.interrupted(node: $0.name, prepared: $0.openMigrations, fenced: $0.fencedTables) }
+            + Self.driftLines(drift)
         if !problems.isEmpty {
             console.print()
             console.print("Problems:")

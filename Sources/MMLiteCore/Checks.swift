@@ -82,6 +82,7 @@ public struct Checks: Sendable {
         for facts in self.facts {
             results += evaluate(facts)
             results += nativeApplyCheck(facts)
+            results += conflictHandlingChecks(facts)
         }
         results += sequenceChecks()
         return results
@@ -201,25 +202,7 @@ public struct Checks: Sendable {
             var fixes: [String] = []
             if let reference = reachableFacts.first(where: { $0.name != name && $0.tables[table] != nil }),
                let theirs = reference.tables[table] {
-                let ours = Dictionary(mine.columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-                let others = Dictionary(theirs.columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-                for column in theirs.columns where ours[column.name] == nil {
-                    problems.append("column \(SQL.identifier(column.name)) (\(column.type)) is missing")
-                    fixes.append("ALTER TABLE \(table.sql) ADD COLUMN \(SQL.identifier(column.name)) \(column.type);")
-                }
-                for column in mine.columns where others[column.name] == nil {
-                    problems.append("column \(SQL.identifier(column.name)) exists only here, not on \(reference.name)")
-                    fixes.append("ALTER TABLE \(table.sql) ADD COLUMN \(SQL.identifier(column.name)) \(column.type); on \(reference.name) (or drop it here)")
-                }
-                for column in mine.columns {
-                    if let other = others[column.name], other.type != column.type {
-                        problems.append("column \(SQL.identifier(column.name)) is \(column.type) here but \(other.type) on \(reference.name)")
-                        fixes.append("ALTER TABLE \(table.sql) ALTER COLUMN \(SQL.identifier(column.name)) TYPE \(other.type);")
-                    }
-                }
-                if !problems.isEmpty {
-                    problems[0] = "differs from \(reference.name): " + problems[0]
-                }
+                (problems, fixes) = Self.tableDifferences(table, mine: mine, node: name, reference: reference.name, theirs: theirs)
             }
             if !mine.hasReplicaIdentity {
                 problems.append(mine.replicaIdentity == "n"
@@ -278,6 +261,59 @@ public struct Checks: Sendable {
             }
         }
         return results
+    }
+
+    /// On a member, doctor only: whether each opted-in table's installed
+    /// conflict handling still matches its columns (`ConflictDrift`, as
+    /// status judges it). Not for apply, which reinstalls it.
+    private func conflictHandlingChecks(_ node: NodeFacts) -> [CheckResult] {
+        guard purpose == .doctor, node.reachable, let objects = node.conflictObjects, view.members.contains(node.name) else { return [] }
+        let problems = MeshDrift.conflictProblems(config: config, tables: tables, node: node.name, facts: objects)
+        let optedIn = tables.filter { config.tableSettings[$0]?.conflicts != nil && objects.columns[$0] != nil }
+        var results = problems.map { problem in
+            CheckResult(node: node.name, check: "conflict_handling", status: problem.health == .critical ? .failure : .warning,
+                        message: problem.message, fix: problem.fix)
+        }
+        for table in optedIn where !problems.contains(where: { $0.table == table }) {
+            results.append(CheckResult(node: node.name, check: "conflict_handling", status: .pass,
+                                       message: "\(table.sql): conflict handling matches its columns"))
+        }
+        return results
+    }
+
+    /// How `mine` differs from the same table on `reference` (`SchemaDrift`,
+    /// told from `node`'s side): problems and their fixes; missing columns
+    /// first, then extra ones, types, the primary key.
+    static func tableDifferences(_ table: QualifiedName, mine: TableFacts, node: String, reference: String, theirs: TableFacts) -> ([String], [String]) {
+        let drift = SchemaDrift.compare(table, shapes: [(reference, theirs.shape), (node, mine.shape)])
+        var missing: [(String, String)] = [], extra: [(String, String)] = [], other: [(String, String)] = []
+        for difference in drift.differences {
+            switch difference {
+            case .table:
+                break
+            case .column(let column, let type, let present, _):
+                let add = "ALTER TABLE \(table.sql) ADD COLUMN \(SQL.identifier(column)) \(type);"
+                if present.contains(node) {
+                    extra.append(("column \(SQL.identifier(column)) exists only here, not on \(reference)", "\(add) on \(reference) (or drop it here)"))
+                } else {
+                    missing.append(("column \(SQL.identifier(column)) (\(type)) is missing", add))
+                }
+            case .type(let column, let forms):
+                let ours = forms.first { $0.nodes.contains(node) }?.value ?? "?"
+                let others = forms.first { $0.nodes.contains(reference) }?.value ?? "?"
+                other.append(("column \(SQL.identifier(column)) is \(ours) here but \(others) on \(reference)",
+                              "ALTER TABLE \(table.sql) ALTER COLUMN \(SQL.identifier(column)) TYPE \(others);"))
+            case .primaryKey(let forms):
+                func key(_ columns: [String]?) -> String { columns.map { $0.isEmpty ? "none" : "(" + $0.map(SQL.identifier).joined(separator: ", ") + ")" } ?? "?" }
+                let others = forms.first { $0.nodes.contains(reference) }?.value
+                other.append(("primary key is \(key(forms.first { $0.nodes.contains(node) }?.value)) here but \(key(others)) on \(reference)",
+                              "give \(table.sql) the same primary key on every node" + (others.map { $0.isEmpty ? "" : ": ADD PRIMARY KEY (\($0.map(SQL.identifier).joined(separator: ", ")))" } ?? "")))
+            }
+        }
+        let all = missing + extra + other
+        var problems = all.map(\.0)
+        if !problems.isEmpty { problems[0] = "differs from \(reference): " + problems[0] }
+        return (problems, all.map(\.1))
     }
 
     /// What the node's role lacks for apply, and for join where this node is

@@ -15,7 +15,7 @@
 ///   every losing version in `mmlite.conflicts`, and returns NULL.
 public enum ConflictSQL {
     /// Bumped whenever the generated SQL changes meaning (part of the definition hash).
-    public static let generation = 3
+    public static let generation = 4
 
     /// Objects shared by all opted-in tables of a node.
     public static let shared = """
@@ -400,9 +400,40 @@ public enum ConflictSQL {
                 REFERENCING OLD TABLE AS mm_old NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
             CREATE TRIGGER mmlite_capture_del AFTER DELETE ON \(user)
                 REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
+            \(truncateGuard(table))
             DROP TRIGGER IF EXISTS mmlite_apply ON \(changes);
             \(table.nativeApply ? nativeApplyTrigger(table, node: node) : sqlApplyTriggerStatement(table) + ";")
             ALTER TABLE \(changes) ENABLE REPLICA TRIGGER mmlite_apply;
+            """
+    }
+
+    /// TRUNCATE fires no row trigger, so it is neither captured nor
+    /// replicated (the user table is not published): refused for local
+    /// statements (an ordinary trigger, so not in the apply worker nor under
+    /// `session_replication_role = replica`, which join's copy uses) with
+    /// feature_not_supported and what to do instead (generation 4). A
+    /// transaction that empties the table on every node at once (`mmlite
+    /// ddl`) says so with `SET LOCAL mmlite.allow_truncate = on`.
+    public static let allowTruncate = "SET LOCAL mmlite.allow_truncate = on"
+
+    static func truncateGuard(_ table: Table) -> String {
+        let user = table.name.sql
+        return """
+            CREATE OR REPLACE FUNCTION mmlite.refuse_truncate() RETURNS trigger
+            LANGUAGE plpgsql AS $mmlite$
+            DECLARE
+                t text := pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+            BEGIN
+                IF pg_catalog.current_setting('mmlite.allow_truncate', true) = 'on' THEN
+                    RETURN NULL;
+                END IF;
+                RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+                    MESSAGE = pg_catalog.format('TRUNCATE of %s is not replicated with %s: use DELETE FROM %s (replicated row by row), or mmlite ddl "TRUNCATE %s" to empty it on every node at once', t, TG_ARGV[0], t, t),
+                    HINT = 'mmlite conflict handling replicates row changes only (docs/conflicts.md)';
+            END $mmlite$;
+            DROP TRIGGER IF EXISTS mmlite_truncate ON \(user);
+            CREATE TRIGGER mmlite_truncate BEFORE TRUNCATE ON \(user)
+                FOR EACH STATEMENT EXECUTE FUNCTION mmlite.refuse_truncate(\(SQL.literal(table.policy.rawValue)));
             """
     }
 
@@ -522,6 +553,7 @@ public enum ConflictSQL {
         DROP TRIGGER IF EXISTS mmlite_capture_ins ON \(table.sql);
         DROP TRIGGER IF EXISTS mmlite_capture_upd ON \(table.sql);
         DROP TRIGGER IF EXISTS mmlite_capture_del ON \(table.sql);
+        DROP TRIGGER IF EXISTS mmlite_truncate ON \(table.sql);
         DELETE FROM mmlite.conflict_tables WHERE table_name = \(SQL.literal(registryName));
         """
     }

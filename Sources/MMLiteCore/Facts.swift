@@ -28,6 +28,8 @@ public struct NodeFacts: Sendable, Equatable {
     /// Whether this node's role can create the native apply trigger's C function (opted-in tables only).
     public var nativeApplyProbe: ProbeResult = .notRun
     public var state: NodeState?
+    /// The opted-in tables' columns and their conflict-handling objects (nil: none opt in, or not read).
+    public var conflictObjects: DriftFacts?
 
     public init(name: String) { self.name = name }
 
@@ -79,11 +81,14 @@ public struct ColumnFacts: Sendable, Equatable {
     public var defaultExpression: String?
     /// "a" / "d" for identity columns, nil otherwise.
     public var identity: String?
-    public init(name: String, type: String, defaultExpression: String? = nil, identity: String? = nil) {
+    /// Position in the primary key (nil: not part of it).
+    public var keyPosition: Int?
+    public init(name: String, type: String, defaultExpression: String? = nil, identity: String? = nil, keyPosition: Int? = nil) {
         self.name = name
         self.type = type
         self.defaultExpression = defaultExpression
         self.identity = identity
+        self.keyPosition = keyPosition
     }
 }
 

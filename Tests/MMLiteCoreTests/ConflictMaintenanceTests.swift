@@ -1,10 +1,9 @@
 import MMLiteCore
 import Testing
 
-@Suite("conflict-log retention and the unique-key check")
-struct ConflictMaintenanceTests {
-    func config(_ extra: String) throws -> MeshConfig {
-        try MeshConfig.parse("""
+/// Two nodes, public.users (last-update-wins) and public.departments; `extra` goes into [mesh].
+func usersOptedInConfig(_ extra: String = "") throws -> MeshConfig {
+    try MeshConfig.parse("""
         [mesh]
         name = "shop"
         tables = ["public.users", "public.departments"]
@@ -18,6 +17,12 @@ struct ConflictMaintenanceTests {
         [tables."public.users"]
         conflicts = "last-update-wins"
         """)
+}
+
+@Suite("conflict-log retention and the unique-key check")
+struct ConflictMaintenanceTests {
+    func config(_ extra: String) throws -> MeshConfig {
+        try usersOptedInConfig(extra)
     }
 
     @Test("defaults, accepted spellings, and errors that name the line")

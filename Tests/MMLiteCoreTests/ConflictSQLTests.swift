@@ -120,4 +120,18 @@ struct ConflictSQLTests {
         #expect(optedOut[0].sql.contains("DROP TRIGGER IF EXISTS mmlite_capture_ins ON public.accounts;") && optedOut[0].sql.contains("DROP TRIGGER IF EXISTS mmlite_capture_del ON public.accounts;"))
         #expect(try ConflictPlanner(tables: []).steps(nodes: ["n1"], observed: [:]).isEmpty)
     }
+
+    @Test("TRUNCATE of an opted-in table is refused for local statements (ordinary trigger), with feature_not_supported and what to use instead; opting out drops the guard")
+    func truncateGuard() throws {
+        let sql = try ConflictSQL.install(accountsTable(), node: "n1")
+        #expect(sql.contains("CREATE TRIGGER mmlite_truncate BEFORE TRUNCATE ON public.accounts\n    FOR EACH STATEMENT EXECUTE FUNCTION mmlite.refuse_truncate('last-update-wins');"))
+        #expect(!sql.contains("ENABLE REPLICA TRIGGER mmlite_truncate") && !sql.contains("ENABLE ALWAYS TRIGGER mmlite_truncate"),
+                "fires for local statements only, not in the apply worker nor under session_replication_role = replica")
+        #expect(sql.contains("ERRCODE = 'feature_not_supported'"))
+        #expect(sql.contains("IF pg_catalog.current_setting('mmlite.allow_truncate', true) = 'on' THEN\n        RETURN NULL;"),
+                "a transaction emptying it on every node at once (mmlite ddl) says so: \(ConflictSQL.allowTruncate)")
+        #expect(sql.contains("use DELETE FROM %s (replicated row by row), or mmlite ddl \"TRUNCATE %s\" to empty it on every node at once"))
+        #expect(ConflictSQL.generation == 4 && ConflictSQL.definition(accountsTable()).hasPrefix("g4-"), "existing meshes reinstall on apply")
+        #expect(ConflictSQL.uninstall(registryName: "public.accounts", table: accounts).contains("DROP TRIGGER IF EXISTS mmlite_truncate ON public.accounts;"))
+    }
 }

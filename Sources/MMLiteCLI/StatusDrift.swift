@@ -1,0 +1,52 @@
+import MMLiteCore
+import PostgresClient
+
+/// Schema drift in `status` (docs/cli.md): the mesh tables' columns and
+/// primary keys on every reachable node, and on members the opted-in tables'
+/// installed conflict handling. Read here; judged by `MeshDrift`.
+extension Status {
+    /// Drift among the reachable members (a node that has not joined may
+    /// lack the tables: join creates them); a node whose catalog cannot be
+    /// read is left out (reported in debug output).
+    func drift(_ view: MeshView, nodes: [NodeStatus], connections: Connections) -> [DriftProblem] {
+        let config = view.config
+        let members = Set(view.members)
+        var existing: [(String, Set<QualifiedName>)] = []
+        for node in nodes where node.reachable && members.contains(node.name) {
+            guard let connection = connections[node.name] else { continue }
+            do { existing.append((node.name, try Catalog.userTables(connection))) }
+            catch { context.console.debug("drift: cannot list the tables of \(node.name): \(error)") }
+        }
+        let tables = resolveTables(config.mesh.tables, existing: existing.map(\.1)).tables
+        let toRead = MeshDrift.tablesToRead(config: config, tables: tables)
+        var facts: [(name: String, facts: DriftFacts)] = []
+        for (name, _) in existing {
+            guard let connection = connections[name] else { continue }
+            do {
+                facts.append((name, DriftFacts(columns: try Catalog.tableColumns(connection, toRead),
+                                               registry: Catalog.conflictRegistry(connection) ?? [:])))
+            } catch {
+                context.console.debug("drift: cannot read the columns on \(name): \(error)")
+            }
+        }
+        return MeshDrift.problems(config: config, tables: tables, nodes: facts, members: members)
+    }
+
+    static func driftJSON(_ problems: [DriftProblem]) -> JSON {
+        .array(problems.map { problem in
+            .object([
+                ("table", .string(problem.table.sql)),
+                ("node", .optional(problem.node)),
+                ("kind", .string(problem.kind)),
+                ("state", .string(problem.health.rawValue)),
+                ("message", .string(problem.message)),
+                ("fix", .string(problem.fix)),
+            ])
+        })
+    }
+
+    /// The problem lines of the table output.
+    static func driftLines(_ problems: [DriftProblem]) -> [String] {
+        problems.map { "\($0.message) (\($0.health.rawValue)); fix: \($0.fix)" }
+    }
+}
