@@ -22,7 +22,11 @@ struct MigrationTransaction {
     func run() throws -> DDLProcedure.Prepared {
         try execute(DDLSQL.lockTimeout(seconds: work.lockTimeout))
         for statement in DDLSQL.originSetup(work.origin) { try execute(statement) }
+        // Dropped first, in this transaction: the migration's own statements
+        // (a TRUNCATE, a backfill) pass, everyone else sees the fence until COMMIT PREPARED.
         let before = try userTables()
+        for table in work.unfence where before.contains(table) { try execute(DDLSQL.unfence(table)) }
+        try execute(ConflictSQL.allowTruncate)
         var outside: [Int] = []
         for (index, statement) in work.statements.enumerated() {
             try execute("SAVEPOINT mmlite_statement")
@@ -46,7 +50,6 @@ struct MigrationTransaction {
             // Until every subscription knows them, a write to them would reach no one.
             for table in created { try execute(DDLSQL.fence(table)) }
         }
-        for table in work.unfence where after.contains(table) { try execute(DDLSQL.unfence(table)) }
         try execute(work.record)
         return DDLProcedure.Prepared(outside: outside, created: created, dropped: dropped)
     }

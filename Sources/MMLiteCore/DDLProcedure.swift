@@ -409,10 +409,10 @@ extension DDLProcedure.Action {
         case .unfence(let node, let tables):
             return tables.map { ShownStatement(node, DDLSQL.unfence($0)) }
         case .prepare(let work):
-            let body = ["BEGIN", DDLSQL.lockTimeout(seconds: work.lockTimeout)] + DDLSQL.originSetup(work.origin) + work.statements
+            let body = ["BEGIN", DDLSQL.lockTimeout(seconds: work.lockTimeout)] + DDLSQL.originSetup(work.origin)
+                + work.unfence.map(DDLSQL.unfence) + [ConflictSQL.allowTruncate] + work.statements
             return body.map { ShownStatement(work.node, $0) }
                 + [ShownStatement(work.node, "-- conflict handling of opted-in tables follows their new columns; created mesh tables join publication \(work.member ? "and are fenced" : "(not a member: none)"); dropped ones leave it")]
-                + work.unfence.map { ShownStatement(work.node, DDLSQL.unfence($0)) }
                 + [ShownStatement(work.node, work.record), ShownStatement(work.node, DDLSQL.prepare(gid: work.gid))]
         case .commitPrepared(let node, let gid):
             return [ShownStatement(node, DDLSQL.commitPrepared(gid: gid))]

@@ -172,6 +172,16 @@ struct DDLTests {
         let drop = mesh.mmlite(["ddl", "DROP TABLE extra.items"])
         #expect(drop.code == 0, "\(drop)")
         #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT to_regclass('extra.items') IS NULL") == "t" })
+        // TRUNCATE of an opted-in table is refused locally; through mmlite ddl it empties every node at once, under writes.
+        let again = MeshWriters(conninfos: mesh.clusters.map(\.conninfo))
+        usleep(300_000)
+        let truncate = mesh.mmlite(["ddl", "TRUNCATE public.accounts, public.plain"])
+        usleep(300_000)
+        again.stop()
+        #expect(truncate.code == 0, "\(truncate)")
+        #expect(again.failures.isEmpty, "\(again.failures.prefix(5))")
+        #expect(mesh.quiesce())
+        for table in ["public.plain", "public.accounts"] { #expect(try mesh.fingerprints(table).count == 1, "\(table) identical after TRUNCATE") }
         #expect(try mesh.openMigrations().isEmpty)
         #expect(try mesh.allWorkersRunning(), "every apply worker runs")
         #expect(mesh.mmlite(["status", "--check"]).code == 0)
