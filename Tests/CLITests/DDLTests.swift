@@ -19,13 +19,14 @@ final class MeshWriters: @unchecked Sendable {
     private var threads: [Thread] = []
     private let finished = DispatchSemaphore(value: 0)
 
-    init(conninfos: [String]) {
+    /// `base`: added to every writer's keys (a second set of writers needs others).
+    init(conninfos: [String], base: Int = 0) {
         for (index, conninfo) in conninfos.enumerated() {
             let thread = Thread { [self] in
                 defer { finished.signal() }
                 guard let connection = try? PGConnection(conninfo) else { record(failure: "n\(index + 1) could not connect"); return }
                 defer { connection.close() }
-                var key = (index + 1) * 1_000_000
+                var key = (index + 1) * 1_000_000 + base
                 var random = SplitMix64(seed: UInt64(index + 1))
                 while lock.withLock({ running }) {
                     key += 1
@@ -173,7 +174,7 @@ struct DDLTests {
         #expect(drop.code == 0, "\(drop)")
         #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT to_regclass('extra.items') IS NULL") == "t" })
         // TRUNCATE of an opted-in table is refused locally; through mmlite ddl it empties every node at once, under writes.
-        let again = MeshWriters(conninfos: mesh.clusters.map(\.conninfo))
+        let again = MeshWriters(conninfos: mesh.clusters.map(\.conninfo), base: 500_000)
         usleep(300_000)
         let truncate = mesh.mmlite(["ddl", "TRUNCATE public.accounts, public.plain"])
         usleep(300_000)
