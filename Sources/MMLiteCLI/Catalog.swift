@@ -57,10 +57,18 @@ struct Catalog {
     func publication() throws -> PublicationState? {
         guard let row = try connection.query("SELECT p.puballtables AS all_tables FROM pg_catalog.pg_publication p WHERE p.pubname = $1",
                                              [publicationName]).first else { return nil }
-        let members = try connection.query("""
+        let allTables = row.bool("all_tables") ?? false
+        // pg_publication_rel, not pg_publication_tables: the view opens every
+        // table and waits for its lock (e.g. one an interrupted migration holds).
+        let members = try connection.query(allTables ? """
             SELECT t.schemaname AS schema_name, t.tablename AS table_name FROM pg_catalog.pg_publication_tables t WHERE t.pubname = $1
+            """ : """
+            SELECT n.nspname AS schema_name, c.relname AS table_name
+            FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
+            JOIN pg_catalog.pg_class c ON c.oid = r.prrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE p.pubname = $1
             """, [publicationName])
-        return PublicationState(tables: Set(members.named.compactMap(Self.qualifiedName)), allTables: row.bool("all_tables") ?? false)
+        return PublicationState(tables: Set(members.named.compactMap(Self.qualifiedName)), allTables: allTables)
     }
 
     /// This mesh's slots (or the one named `name`), with the walsender's replay lag.

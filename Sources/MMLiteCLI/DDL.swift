@@ -69,6 +69,8 @@ final class DDLRunner {
     let console: Console
     let io: ProcedureIO
     private var preflight: Preflight?
+    /// Nodes whose connection carries the migration's replication origin (set up by `prepare`).
+    private var withOrigin: Set<String> = []
 
     init(request: DDLProcedure.Request, context: Context) {
         self.request = request
@@ -132,11 +134,11 @@ final class DDLRunner {
             return try prepare(work)
         case .commitPrepared(let node, let gid):
             try run(DDLSQL.commitPrepared(gid: gid), on: node)
-            _ = try? connection(node).execute(DDLSQL.originReset)
+            resetOrigin(node)
             console.print("    \(node): committed")
         case .rollbackPrepared(let node, let gid):
             try run(DDLSQL.rollbackPrepared(gid: gid), on: node)
-            _ = try? connection(node).execute(DDLSQL.originReset)
+            resetOrigin(node)
         case .refreshSubscription(let node, let subscription):
             try run(DDLSQL.refresh(subscription), on: node)
         case .runOutside(let node, let statement):
@@ -145,6 +147,12 @@ final class DDLRunner {
             break
         }
         return .done
+    }
+
+    /// After its commit or rollback: the connection's later statements are ordinary local writes again.
+    func resetOrigin(_ node: String) {
+        guard withOrigin.remove(node) != nil else { return }
+        _ = try? connection(node).execute(DDLSQL.originReset)
     }
 
     func run(_ sql: String, on node: String) throws {
@@ -207,6 +215,7 @@ final class DDLRunner {
     func prepare(_ work: DDLProcedure.Work) throws -> DDLProcedure.Event {
         let connection = try connection(work.node)
         try connection.execute("BEGIN")
+        withOrigin.insert(work.node)
         do {
             let result = try MigrationTransaction(work: work, config: config, connection: connection, console: console).run()
             try connection.execute(DDLSQL.prepare(gid: work.gid))
@@ -214,7 +223,7 @@ final class DDLRunner {
             return .prepared(result)
         } catch {
             _ = try? connection.execute("ROLLBACK")
-            _ = try? connection.execute(DDLSQL.originReset)
+            resetOrigin(work.node)
             if let error = error as? PGError { return .failed("on \(work.node): " + console.redact(error.description)) }
             return .failed("on \(work.node): " + console.redact("\(error)"))
         }

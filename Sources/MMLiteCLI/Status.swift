@@ -77,12 +77,17 @@ struct Status {
             return (status, nil)
         }
         do {
+            // A read that waits on a lock (a prepared migration holds its tables') must not hang status.
+            try connection.execute("SET lock_timeout = '5s'")
             let catalog = Catalog(connection, names: connections.config.names)
             let server = try catalog.server()
             status.version = server.version
             status.currentLSN = server.currentLSN
             let state = try catalog.state(name: node.name, versionNumber: server.versionNumber)
-            if let storage = try catalog.conflictStorage() {
+            status.openMigrations = try connection.query(DDLSQL.preparedMigrations(mesh: connections.config.mesh.name)).named.compactMap { $0["gid"] }
+            status.fencedTables = try connection.query(DDLSQL.fencedTables).named.compactMap(Catalog.qualifiedName)
+            // Sizes need the tables' locks, which an interrupted migration holds until --resume.
+            if status.openMigrations.isEmpty, let storage = try catalog.conflictStorage() {
                 status.conflictLogBytes = storage.logBytes
                 status.conflictLogRows = storage.logRows
                 status.changeTables = storage.changeTables; status.changeBytes = storage.changeBytes; status.changeRows = storage.changeRows
@@ -91,8 +96,6 @@ struct Status {
                 status.applyInstaller = storage.installer
                 status.pluginInstalled = storage.pluginInstalled
             }
-            status.openMigrations = try connection.query(DDLSQL.preparedMigrations(mesh: connections.config.mesh.name)).named.compactMap { $0["gid"] }
-            status.fencedTables = try connection.query(DDLSQL.fencedTables).named.compactMap(Catalog.qualifiedName)
             status.reachable = true
             return (status, state)
         } catch {

@@ -188,4 +188,66 @@ struct DDLTests {
         #expect(mesh.mmlite(["status", "--check"]).code == 0)
         #expect(mesh.unexpectedLogErrors().isEmpty, "\(mesh.unexpectedLogErrors())")
     }
+
+    @Test("a migration that fails on one node changes nothing anywhere and leaves no prepared transaction or fence", arguments: conflictInstallations)
+    func failsOnOneNode(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.ddlMesh(pg)
+        let writers = MeshWriters(conninfos: mesh.clusters.map(\.conninfo))
+        defer { writers.stop() }
+        try mesh[2].execute("CREATE TABLE public.clash (id int)")
+        let before = try (1...3).map { try mesh.columns($0, "public.accounts") }
+        let run = mesh.mmlite(["ddl", "ALTER TABLE public.accounts ADD COLUMN note text; CREATE TABLE public.clash (id int)"])
+        writers.stop()
+        #expect(run.code == 1, "\(run)")
+        #expect(run.err.contains("on n2") && run.err.contains("Nothing was changed"), "\(run)")
+        #expect(try (1...3).map { try mesh.columns($0, "public.accounts") } == before, "no node got the column")
+        #expect(try (1...3).allSatisfy { try mesh[$0].scalar("SELECT to_regclass('public.clash') IS NULL") == (($0 == 2) ? "f" : "t") })
+        #expect(try mesh.openMigrations().isEmpty, "no prepared transaction, no fence")
+        #expect(writers.failures.isEmpty, "\(writers.failures.prefix(5))")
+        #expect(mesh.quiesce())
+        #expect(try mesh.fingerprints("public.accounts").count == 1 && mesh.fingerprints("public.plain").count == 1)
+        #expect(mesh.mmlite(["status", "--check"]).code == 0)
+    }
+
+    @Test("killed (SIGKILL) after PREPARE on some nodes: status says so (CRITICAL), ddl refuses a new migration, --resume finishes it", arguments: conflictInstallations)
+    func interrupted(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.ddlMesh(pg)
+        let writers = MeshWriters(conninfos: mesh.clusters.map(\.conninfo))
+        defer { writers.stop() }
+        usleep(300_000)
+        let program = try #require(JoinTestsSupport.executable, "the mmlite program is built")
+        let outputPath = mesh.harness.directory + "/ddl.out"
+        let child = try ChildProcess([program, "ddl", "-c", mesh.configPath, "ALTER TABLE public.accounts ADD COLUMN note text; ALTER TABLE public.plain ADD COLUMN note text"],
+                                     outputPath: outputPath)
+        let seen = waitUntil(timeout: 60, interval: 0.005) { child.output.contains("n1: prepared") || child.poll() != nil }
+        let status = child.kill()
+        #expect(seen && status == 128 + SIGKILL, "killed after n1 prepared: exit \(status)\n\(child.output)")
+        let open = try mesh.openMigrations()
+        #expect(!open.isEmpty, "a prepared transaction or a fence is left")
+        let shown = mesh.mmlite(["status", "--check"])
+        #expect(shown.code == 2 && shown.out.contains("mmlite ddl --resume"), "\(shown)")
+        let refused = mesh.mmlite(["ddl", "ALTER TABLE public.plain ADD COLUMN other int"])
+        #expect(refused.code == 2 && refused.err.contains("--resume"), "\(refused)")
+        let resumed = mesh.mmlite(["ddl", "--resume"])
+        writers.stop()
+        #expect(resumed.code == 0, "\(resumed)")
+        #expect(try mesh.openMigrations().isEmpty)
+        let columns = Set(try (1...3).map { try mesh.columns($0, "public.accounts") + " | " + mesh.columns($0, "public.plain") })
+        #expect(columns.count == 1, "committed everywhere or nowhere: \(columns)")
+        #expect(writers.failures.isEmpty, "\(writers.failures.prefix(5))")
+        #expect(mesh.quiesce())
+        #expect(try mesh.fingerprints("public.accounts").count == 1 && mesh.fingerprints("public.plain").count == 1)
+        #expect(try mesh.allWorkersRunning())
+        #expect(mesh.mmlite(["status", "--check"]).code == 0)
+        #expect(mesh.unexpectedLogErrors().filter { !$0.contains("terminating connection") && !$0.contains("could not receive data") }.isEmpty,
+                "\(mesh.unexpectedLogErrors())")
+    }
+}
+
+/// The `mmlite` program next to the test bundle (built by `swift build --build-tests`).
+enum JoinTestsSupport {
+    static var executable: String? {
+        let path = Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("mmlite").path
+        return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+    }
 }
