@@ -215,7 +215,7 @@ struct DDLTests {
         let writers = MeshWriters(conninfos: mesh.clusters.map(\.conninfo))
         defer { writers.stop() }
         usleep(300_000)
-        let program = try #require(JoinTestsSupport.executable, "the mmlite program is built")
+        let program = try #require(MMLiteProgram.path, "the mmlite program is built")
         let outputPath = mesh.harness.directory + "/ddl.out"
         let child = try ChildProcess([program, "ddl", "-c", mesh.configPath, "ALTER TABLE public.accounts ADD COLUMN note text; ALTER TABLE public.plain ADD COLUMN note text"],
                                      outputPath: outputPath)
@@ -245,8 +245,8 @@ struct DDLTests {
 }
 
 /// The `mmlite` program next to the test bundle (built by `swift build --build-tests`).
-enum JoinTestsSupport {
-    static var executable: String? {
+enum MMLiteProgram {
+    static var path: String? {
         let path = Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("mmlite").path
         return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
     }

@@ -410,10 +410,7 @@ struct CLIJoinTests {
 @Suite("mmlite join killed and re-run; join of conflict-handled tables", .enabled(if: installation != nil), .serialized)
 struct CLIJoinRecoveryTests {
     /// The `mmlite` program next to the test bundle (built by `swift build --build-tests`).
-    var executable: String? {
-        let path = Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("mmlite").path
-        return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
-    }
+    var executable: String? { MMLiteProgram.path }
 
     func rows(_ cluster: Cluster, from: Int64, to: Int64) throws -> [String] {
         try cluster.execute("SELECT id || ':' || name FROM public.users WHERE id > \(from) AND id < \(to) ORDER BY id").rows.compactMap { $0[0] }
