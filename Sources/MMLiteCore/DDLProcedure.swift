@@ -79,7 +79,7 @@ public struct DDLProcedure: Sendable {
         public var node: String
         public var gid: String
         public var statements: [String]
-        /// The mesh's tables before the migration, and which opt in.
+        /// The mesh's tables (those that opt in to conflict handling follow their new columns).
         public var tables: [QualifiedName]
         public var unfence: [QualifiedName]
         /// Whether the node publishes (is a member): created mesh tables join its publication.

@@ -196,6 +196,15 @@ struct DDLTests {
         defer { writers.stop() }
         try mesh[2].execute("CREATE TABLE public.clash (id int)")
         let before = try (1...3).map { try mesh.columns($0, "public.accounts") }
+        // --dry-run shows, per node, what would run, and runs none of it.
+        let dry = mesh.mmlite(["ddl", "--dry-run", "ALTER TABLE public.accounts ADD COLUMN note text"])
+        #expect(dry.code == 0, "\(dry)")
+        for index in 1...3 {
+            #expect(dry.out.contains("-- on n\(index):\nALTER TABLE public.accounts ADD COLUMN note text;"), "\(dry)")
+            #expect(dry.out.contains("-- on n\(index):\nPREPARE TRANSACTION"), "\(dry)")
+            #expect(dry.out.contains("-- on n\(index):\nCOMMIT PREPARED"), "\(dry)")
+        }
+        #expect(try (1...3).map { try mesh.columns($0, "public.accounts") } == before && mesh.openMigrations().isEmpty, "a dry run changes nothing")
         let run = mesh.mmlite(["ddl", "ALTER TABLE public.accounts ADD COLUMN note text; CREATE TABLE public.clash (id int)"])
         writers.stop()
         #expect(run.code == 1, "\(run)")

@@ -301,7 +301,7 @@ final class ManagedMesh {
 @Suite("ManagedTests: the whole mesh lifecycle as a non-superuser, scram, without mmlite.so (PostgreSQL 16+)",
        .enabled(if: !managedInstallations.isEmpty), .serialized)
 struct ManagedTests {
-    @Test("doctor, apply (3 nodes), conflicting writes converge, join a 4th node while all write, part, status, conflicts list", arguments: managedInstallations)
+    @Test("doctor, apply (3 nodes), conflicting writes converge, join a 4th node while all write, part, status, conflicts list, ddl", arguments: managedInstallations)
     func lifecycle(_ original: PGInstallation) throws {
         let started = Date()
         let mesh = try ManagedMesh(4, installation: original)
@@ -420,6 +420,18 @@ struct ManagedTests {
         let list = mesh.mmlite(["conflicts", "list"])
         #expect(list.code == 0, "\(list)")
         #expect(list.out.contains("public.accounts"), "\(list)")
+
+        // mmlite ddl as app_admin: a column on both tables, on every member at once.
+        let ddl = mesh.mmlite(["ddl", "ALTER TABLE public.accounts ADD COLUMN note text; ALTER TABLE public.events ADD COLUMN note text"])
+        #expect(ddl.code == 0, "\(ddl)")
+        try mesh.admin(mesh[3]).execute("""
+            UPDATE public.accounts SET note = 'via n3' WHERE id = (SELECT min(id) FROM public.accounts);
+            INSERT INTO public.events (id, payload, kind, note) VALUES (4000002, 'after ddl', 0, 'note from n3')
+            """)
+        #expect(waitUntil(timeout: 30) { try remaining.allSatisfy { index in
+            try mesh[index].scalar("SELECT (SELECT note FROM public.events WHERE id = 4000002) || '/' || (SELECT note FROM public.accounts ORDER BY id LIMIT 1)") == "note from n3/via n3"
+        } }, "values written to the new columns reach every member")
+        #expect(mesh.mmlite(["status", "--check"]).code == 0)
 
         let errors = mesh.unexpectedLogErrors()
         #expect(errors.isEmpty, "\(errors)")
