@@ -157,9 +157,7 @@ struct Inspector {
         let result = try connection.query("""
             SELECT n.nspname AS schema_name, c.relname AS table_name, a.attname AS column_name,
                    format_type(a.atttypid, a.atttypmod) AS type, pg_get_expr(d.adbin, d.adrelid) AS default_expression,
-                   nullif(a.attidentity::text, '') AS identity, array_position(i.indkey::int2[], a.attnum) AS key_position,
-                   coalesce(pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname),
-                            substring(pg_get_expr(d.adbin, d.adrelid) from $$^nextval\\('(.+)'::regclass\\)$$)) AS sequence
+                   nullif(a.attidentity::text, '') AS identity, array_position(i.indkey::int2[], a.attnum) AS key_position
             FROM pg_attribute a
             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -168,25 +166,10 @@ struct Inspector {
               AND c.oid IN (SELECT to_regclass(x) FROM unnest($1::text[]) x)
             ORDER BY n.nspname, c.relname, a.attnum
             """, [arrayLiteral(present.map(\.sql))])
-        var sequenceColumns: [(QualifiedName, String, String)] = []
         for row in result.named {
             guard let name = Catalog.qualifiedName(row), let column = row["column_name"], let type = row["type"] else { continue }
             facts.tables[name]?.columns.append(ColumnFacts(name: column, type: type, defaultExpression: row["default_expression"], identity: row["identity"],
                                                                       keyPosition: row.int("key_position")))
-            if let sequence = row["sequence"] { sequenceColumns.append((name, column, sequence)) }
-        }
-        guard !sequenceColumns.isEmpty else { return }
-        let sequences = try connection.query("""
-            SELECT x AS given, s.schemaname AS schema_name, s.sequencename AS sequence_name, s.increment_by AS increment,
-                   s.start_value AS start, s.last_value AS last_value
-            FROM unnest($1::text[]) x
-            JOIN pg_sequences s ON to_regclass(x) = to_regclass(format('%I.%I', s.schemaname, s.sequencename))
-            """, [arrayLiteral(sequenceColumns.map(\.2))]).named
-        for (table, column, sequence) in sequenceColumns {
-            guard let row = sequences.first(where: { $0["given"] == sequence }) else { continue }
-            facts.tables[table]?.sequences.append(SequenceFacts(
-                column: column, sequence: QualifiedName(schema: row["schema_name"] ?? "", name: row["sequence_name"] ?? ""),
-                increment: row.int64("increment") ?? 1, start: row.int64("start") ?? 1, lastValue: row.int64("last_value")))
         }
     }
 
@@ -201,9 +184,14 @@ struct Inspector {
 
     /// This mesh's objects on a node.
     func state(of facts: NodeFacts, _ connection: PGConnection, tables: [QualifiedName]) throws -> NodeState {
-        try Catalog(connection, names: names).state(
+        let catalog = Catalog(connection, names: names)
+        var state = try catalog.state(
             name: facts.name, versionNumber: facts.versionNumber,
             subscriptionColumns: Catalog.SubscriptionColumns(conninfo: facts.privileges.superuser, tables: true))
+        state.sequenceOffsets = try catalog.sequenceOffsets(mesh: config.mesh.name)
+        state.nodeOffset = try catalog.nodeOffset()
+        state.sequences = try catalog.meshSequences(tables, readMaximum: SequencePlanner(config: config).needsColumnMaximum)
+        return state
     }
 
     /// Counts of other slots and subscriptions (for the capacity checks).

@@ -487,39 +487,77 @@ public struct Checks: Sendable {
         "output_plugin_libraries = '\(outputPluginLibrariesValue(current: current))'"
     }
 
-    /// Columns fed by sequences collide when every node hands out the same values.
+    /// Columns fed by sequences collide when every node hands out the same
+    /// values: under node-offset apply prevents it (what it cannot convert
+    /// fails here); under none a colliding key fails (docs/sequences.md).
     private func sequenceChecks() -> [CheckResult] {
-        let nodes = reachableFacts
-        guard nodes.count > 1 else { return [] }
+        var states: [String: NodeState] = [:]
+        for facts in reachableFacts { states[facts.name] = facts.state }
+        let members = view.members.filter { states[$0] != nil }
+        guard !members.isEmpty else { return [] }
+        switch config.mesh.sequences {
+        case .none: return members.count > 1 ? collidingSequences(states, members: members) : []
+        case .nodeOffset: return nodeOffsetChecks(states, members: members)
+        }
+    }
+
+    private func nodeOffsetChecks(_ states: [String: NodeState], members: [String]) -> [CheckResult] {
+        let planner = SequencePlanner(config: config)
+        let step = config.mesh.sequenceStep
+        let entries: [SequenceOffset]
+        do { entries = try planner.assign(members, recorded: try SequencePlanner.recorded(states)) } catch {
+            return [CheckResult(node: nil, check: "sequence_offsets", status: .failure, message: "\(error)",
+                                fix: "see docs/sequences.md, \"Offsets\"")]
+        }
         var results: [CheckResult] = []
-        for table in tables {
-            var columns: [String] = []
-            for facts in nodes { for sequence in facts.tables[table]?.sequences ?? [] where !columns.contains(sequence.column) { columns.append(sequence.column) } }
-            for column in columns {
-                let perNode: [(NodeFacts, SequenceFacts)] = nodes.compactMap { facts in
-                    facts.tables[table]?.sequences.first { $0.column == column }.map { (facts, $0) }
+        for node in members {
+            guard let offset = SequencePlanner.offset(of: node, in: entries), let sequences = states[node]?.sequences, !sequences.isEmpty else { continue }
+            var converting: [String] = []
+            for (sequence, conversion) in planner.conversions(node: node, offset: offset, states: states, nodes: members) {
+                switch conversion {
+                case .convert(let restart, _): converting.append("\(sequence.sequence.sql) from \(restart)")
+                case .refused(let problem): results.append(CheckResult(node: node, check: "sequence", status: .failure, message: problem.message, fix: problem.fix))
                 }
-                let step = Int64(config.nodes.count)
-                let distinct = perNode.count == nodes.count
-                    && perNode.allSatisfy { $0.1.increment >= step && $0.1.increment == perNode[0].1.increment }
-                    && Set(perNode.map { (($0.1.start % $0.1.increment) + $0.1.increment) % $0.1.increment }).count == perNode.count
-                let label = "\(table.sql).\(SQL.identifier(column))"
-                if distinct {
-                    results.append(CheckResult(node: nil, check: "sequence", status: .pass,
-                                               message: "\(label): each node's sequence hands out distinct values (increment \(perNode[0].1.increment))"))
-                    continue
-                }
-                let increment: Int64 = max(100, step)
-                let highest = perNode.map { max($0.1.lastValue ?? $0.1.start, $0.1.start) }.max() ?? 0
-                let base = ((highest / increment) + 1) * increment
-                var fixes: [String] = []
-                for (offset, pair) in perNode.enumerated() {
-                    fixes.append("on \(pair.0.name): ALTER SEQUENCE \(pair.1.sequence.sql) INCREMENT BY \(increment) RESTART WITH \(base + Int64(offset) + 1);")
-                }
-                results.append(CheckResult(node: nil, check: "sequence", status: .warning,
-                                           message: "\(label) takes values from a sequence that hands out the same numbers on every node: inserts on two nodes will collide if it is a key",
-                                           fix: "use uuid keys (DEFAULT gen_random_uuid()), or give each node its own values: " + fixes.joined(separator: " ")))
             }
+            let names = Set(sequences.map(\.sequence)).count
+            results.append(CheckResult(node: node, check: "sequence", status: .pass, message: converting.isEmpty
+                ? "\(names) sequence\(names == 1 ? "" : "s") of mesh tables draw\(names == 1 ? "s" : "") from offset \(offset) of \(step)"
+                : "apply makes \(converting.joined(separator: ", ")) draw from offset \(offset) of \(step) (INCREMENT BY \(step))"))
+            results += capacityWarnings(node: node, sequences: sequences, step: step)
+        }
+        return results
+    }
+
+    /// A 2- or 4-byte column runs out `step` times sooner: say after how many more rows.
+    private func capacityWarnings(node: String, sequences: [MeshSequence], step: Int) -> [CheckResult] {
+        sequences.filter { $0.limit <= Int64(Int32.max) && $0.increment >= 0 }.map { sequence in
+            let left = max(0, sequence.limit - sequence.highest)
+            return CheckResult(node: node, check: "sequence_capacity", status: .warning,
+                               message: "\(sequence.label) is \(sequence.columnType) (at most \(sequence.limit)): at \(sequence.highest), with sequence_step = \(step) this node can insert about \(left / Int64(step)) more rows (\(left) without the step)",
+                               fix: "widen it to bigint through mmlite ddl: ALTER TABLE \(sequence.table.sql) ALTER COLUMN \(SQL.identifier(sequence.column)) TYPE bigint; ALTER SEQUENCE \(sequence.sequence.sql) AS bigint")
+        }
+    }
+
+    /// Under `sequences = "none"`: a column whose sequences hand out the same values on two members.
+    private func collidingSequences(_ states: [String: NodeState], members: [String]) -> [CheckResult] {
+        var results: [CheckResult] = []
+        var labels: [String] = []
+        for node in members { for sequence in states[node]?.sequences ?? [] where !labels.contains(sequence.label) { labels.append(sequence.label) } }
+        for label in labels {
+            let perNode: [(String, MeshSequence)] = members.compactMap { node in states[node]?.sequences.first { $0.label == label }.map { (node, $0) } }
+            guard let first = perNode.first?.1 else { continue }
+            let distinct = perNode.count == members.count && first.increment >= Int64(members.count)
+                && perNode.allSatisfy { $0.1.increment == first.increment }
+                && Set(perNode.map { residue($0.1.start, first.increment) }).count == perNode.count
+            if distinct {
+                results.append(CheckResult(node: nil, check: "sequence", status: .pass,
+                                           message: "\(label): each node's sequence hands out its own values (increment \(first.increment))"))
+                continue
+            }
+            results.append(CheckResult(node: nil, check: "sequence", status: first.isKey ? .failure : .warning,
+                                       message: "\(label) takes values from \(first.sequence.sql), which hands out the same numbers on every node: "
+                                           + (first.isKey ? "inserts on two nodes collide on the primary key and stop replication" : "rows inserted on two nodes get equal values"),
+                                       fix: "set sequences = \"node-offset\" in [mesh] (then mmlite apply gives each node its own values; docs/sequences.md), or use uuid keys (DEFAULT gen_random_uuid()) or mmlite.time_ordered_id()"))
         }
         return results
     }

@@ -33,21 +33,39 @@ public struct MeshSettings: Sendable, Equatable {
     public var tombstoneRetention: String
     /// How arriving changes of opted-in tables are applied (docs/conflicts.md).
     public var conflictApply: ConflictApply
+    /// How the sequences that feed mesh tables are kept apart (docs/sequences.md).
+    public var sequences: SequenceMode
+    /// `sequence_step`: the INCREMENT BY of converted sequences, and the number of node offsets there are.
+    public var sequenceStep: Int
 
     public static let defaultConflictLogRetention = "30 days"
     public static let defaultTombstoneRetention = "7 days"
+    public static let defaultSequenceStep = 64
+    /// Offsets take 10 bits of a time-ordered ID (docs/sequences.md).
+    public static let sequenceStepRange = 2...1024
 
     public init(name: String, tables: [TablePattern], filter: FilterMode = .auto,
                 conflictLogRetention: String = MeshSettings.defaultConflictLogRetention,
                 tombstoneRetention: String = MeshSettings.defaultTombstoneRetention,
-                conflictApply: ConflictApply = .auto) {
+                conflictApply: ConflictApply = .auto, sequences: SequenceMode = .nodeOffset,
+                sequenceStep: Int = MeshSettings.defaultSequenceStep) {
         self.name = name
         self.tables = tables
         self.filter = filter
         self.conflictLogRetention = conflictLogRetention
         self.tombstoneRetention = tombstoneRetention
         self.conflictApply = conflictApply
+        self.sequences = sequences
+        self.sequenceStep = sequenceStep
     }
+}
+
+/// `[mesh] sequences`: whether `mmlite apply` gives each node's sequences their own values.
+public enum SequenceMode: String, Sendable, Equatable, CaseIterable {
+    /// Each node draws from its own residue class: INCREMENT BY sequence_step, starting at its offset.
+    case nodeOffset = "node-offset"
+    /// mmlite leaves sequences alone; doctor fails on a key fed by a sequence that collides.
+    case none
 }
 
 /// `[mesh] conflict_apply`: which apply trigger conflict handling installs.
@@ -154,8 +172,9 @@ extension MeshConfig {
         // [mesh]
         guard let meshValue = root["mesh"] else { throw error(nil, "the [mesh] section is missing") }
         guard let meshTable = meshValue.table else { throw error("mesh", "must be a table ([mesh])") }
-        for key in meshTable.keys where !["name", "tables", "filter", "conflict_log_retention", "tombstone_retention", "conflict_apply"].contains(key) {
-            throw error("mesh.\(key)", "unknown setting (known: name, tables, filter, conflict_log_retention, tombstone_retention, conflict_apply)")
+        let meshKeys = ["name", "tables", "filter", "conflict_log_retention", "tombstone_retention", "conflict_apply", "sequences", "sequence_step"]
+        for key in meshTable.keys where !meshKeys.contains(key) {
+            throw error("mesh.\(key)", "unknown setting (known: \(meshKeys.joined(separator: ", ")))")
         }
         guard let nameValue = meshTable["name"] else { throw error("mesh", "mesh.name is missing") }
         guard let meshName = nameValue.string else { throw error("mesh.name", "must be a string") }
@@ -192,6 +211,21 @@ extension MeshConfig {
                 throw error("mesh.conflict_apply", "must be one of " + ConflictApply.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
             }
             conflictApply = mode
+        }
+        var sequences = SequenceMode.nodeOffset
+        if let value = meshTable["sequences"] {
+            guard let text = value.string, let mode = SequenceMode(rawValue: text) else {
+                throw error("mesh.sequences", "must be one of " + SequenceMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+            }
+            sequences = mode
+        }
+        var sequenceStep = MeshSettings.defaultSequenceStep
+        if let value = meshTable["sequence_step"] {
+            let range = MeshSettings.sequenceStepRange
+            guard let step = value.int, range.contains(step) else {
+                throw error("mesh.sequence_step", "must be a whole number from \(range.lowerBound) to \(range.upperBound): the most nodes the mesh can ever have had (parted ones count), e.g. 64")
+            }
+            sequenceStep = step
         }
         var retention: [String: String] = [:]
         for (key, fallback) in [("conflict_log_retention", MeshSettings.defaultConflictLogRetention),
@@ -277,7 +311,7 @@ extension MeshConfig {
         return MeshConfig(mesh: MeshSettings(name: meshName, tables: patterns, filter: filter,
                                              conflictLogRetention: retention["conflict_log_retention"]!,
                                              tombstoneRetention: retention["tombstone_retention"]!,
-                                             conflictApply: conflictApply), nodes: nodes,
+                                             conflictApply: conflictApply, sequences: sequences, sequenceStep: sequenceStep), nodes: nodes,
                           tableSettings: tableSettings)
     }
 

@@ -92,22 +92,6 @@ public struct ColumnFacts: Sendable, Equatable {
     }
 }
 
-public struct SequenceFacts: Sendable, Equatable {
-    /// The column it feeds.
-    public var column: String
-    public var sequence: QualifiedName
-    public var increment: Int64
-    public var start: Int64
-    public var lastValue: Int64?
-    public init(column: String, sequence: QualifiedName, increment: Int64, start: Int64, lastValue: Int64?) {
-        self.column = column
-        self.sequence = sequence
-        self.increment = increment
-        self.start = start
-        self.lastValue = lastValue
-    }
-}
-
 public struct TableFacts: Sendable, Equatable {
     public var name: QualifiedName
     public var columns: [ColumnFacts]
@@ -115,19 +99,17 @@ public struct TableFacts: Sendable, Equatable {
     /// `relreplident`: d (default = primary key), n (nothing), f (full), i (index).
     public var replicaIdentity: String
     public var isOwner: Bool
-    public var sequences: [SequenceFacts]
     public var rowEstimate: Int64
     /// Unique indexes other than the primary key (and other than the replica identity index).
     public var secondaryUniqueIndexes: [String] = []
 
     public init(name: QualifiedName, columns: [ColumnFacts], hasPrimaryKey: Bool, replicaIdentity: String = "d",
-                isOwner: Bool = true, sequences: [SequenceFacts] = [], rowEstimate: Int64 = 0) {
+                isOwner: Bool = true, rowEstimate: Int64 = 0) {
         self.name = name
         self.columns = columns
         self.hasPrimaryKey = hasPrimaryKey
         self.replicaIdentity = replicaIdentity
         self.isOwner = isOwner
-        self.sequences = sequences
         self.rowEstimate = rowEstimate
     }
 

@@ -15,6 +15,10 @@ public enum PlanAction: Sendable, Equatable {
     case setSubscriptionOrigin(subscription: String, publisher: String)
     /// Conflict-handling objects for opted-in tables (see `ConflictPlanner`): generated SQL.
     case installConflicts(sql: String, summary: String)
+    /// `mmlite.sequence_offsets` of the mesh (all of `offsets`), and the functions that know `own` (docs/sequences.md).
+    case recordSequenceOffsets(mesh: String, offsets: [SequenceOffset], own: Int)
+    /// Makes `sequence` draw from the node's class.
+    case convertSequence(sequence: QualifiedName, columns: [String], step: Int, offset: Int, restart: Int64)
 }
 
 /// One statement mmlite runs on one node.
@@ -23,6 +27,7 @@ public struct Step: Sendable, Equatable, CustomStringConvertible {
         case createPublication, addTables, dropTables, createSlot, createSubscription
         case refreshSubscription, setSubscriptionConnection, setSubscriptionOrigin
         case installConflicts
+        case recordSequenceOffsets, convertSequence
     }
 
     public var node: String
@@ -44,6 +49,8 @@ public struct Step: Sendable, Equatable, CustomStringConvertible {
         case .setSubscriptionConnection: return .setSubscriptionConnection
         case .setSubscriptionOrigin: return .setSubscriptionOrigin
         case .installConflicts: return .installConflicts
+        case .recordSequenceOffsets: return .recordSequenceOffsets
+        case .convertSequence: return .convertSequence
         }
     }
 
@@ -78,6 +85,10 @@ public struct Step: Sendable, Equatable, CustomStringConvertible {
             return "ALTER SUBSCRIPTION \(SQL.identifier(subscription)) SET (origin = none)"
         case .installConflicts(let sql, _):
             return sql
+        case .recordSequenceOffsets(let mesh, let offsets, let own):
+            return SequenceSQL.recordOffsets(mesh: mesh, offsets: offsets, own: own)
+        case .convertSequence(let sequence, _, let step, _, let restart):
+            return SequenceSQL.convert(sequence, step: step, restart: restart)
         }
     }
 
@@ -101,6 +112,11 @@ public struct Step: Sendable, Equatable, CustomStringConvertible {
             return "make subscription \(subscription) receive only \(publisher)'s own changes"
         case .installConflicts(_, let summary):
             return summary
+        case .recordSequenceOffsets(_, let offsets, let own):
+            let list = offsets.map { "\($0.node)=\($0.offset)\($0.retired ? " (retired)" : "")" }.joined(separator: ", ")
+            return "record sequence offsets (\(list)); this node's is \(own)"
+        case .convertSequence(let sequence, let columns, let step, let offset, let restart):
+            return "make \(sequence.sql) (\(columns.joined(separator: ", "))) hand out \(restart), \(restart &+ Int64(step)), ... (offset \(offset) of \(step))"
         }
     }
 

@@ -128,7 +128,9 @@ public struct Planner: Sendable {
                 }
             }
         }
-        return Plan(steps: publicationSteps + slotSteps + subscriptionSteps, notes: notes)
+        // Sequence offsets first: a node's keys are its own before any change travels.
+        let sequenceSteps = try SequencePlanner(config: config).steps(states: states, members: nodeNames)
+        return Plan(steps: sequenceSteps + publicationSteps + slotSteps + subscriptionSteps, notes: notes)
     }
 }
 

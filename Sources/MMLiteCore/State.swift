@@ -10,6 +10,12 @@ public struct NodeState: Sendable, Equatable {
     public var slots: [String: SlotState]
     /// This mesh's subscriptions on this node, by name.
     public var subscriptions: [String: SubscriptionState]
+    /// This mesh's rows of `mmlite.sequence_offsets` (nil: the table does not exist).
+    public var sequenceOffsets: [SequenceOffset]? = nil
+    /// What `mmlite.node_offset()` returns (nil: not installed).
+    public var nodeOffset: Int? = nil
+    /// Sequences feeding the mesh tables' columns.
+    public var sequences: [MeshSequence] = []
 
     public init(name: String, versionNumber: Int, publication: PublicationState? = nil,
                 slots: [String: SlotState] = [:], subscriptions: [String: SubscriptionState] = [:]) {

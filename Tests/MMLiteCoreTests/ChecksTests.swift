@@ -108,20 +108,50 @@ struct ChecksTests {
         #expect(results[0].fix?.contains("nodes[3].dsn") == true)
     }
 
-    @Test("sequences that collide warn with per-node statements; distinct ones pass")
-    func sequences() throws {
+    @Test("under sequences = none a colliding key fails, a colliding non-key column warns, distinct ones pass")
+    func sequencesNone() throws {
+        var config = try threeNodeConfig()
+        config.mesh.sequences = .none
         let seq = QualifiedName(schema: "public", name: "users_id_seq")
         var nodes = ["n1", "n2", "n3"].map { healthyFacts($0) }
-        for index in nodes.indices {
-            nodes[index].tables[users]!.sequences = [SequenceFacts(column: "id", sequence: seq, increment: 1, start: 1, lastValue: 250)]
+        func give(_ sequence: (Int) -> MeshSequence) {
+            for index in nodes.indices {
+                var state = NodeState(name: nodes[index].name, versionNumber: 150020)
+                state.sequences = [sequence(index)]
+                nodes[index].state = state
+            }
         }
-        let warning = try #require(try run(nodes).first { $0.check == "sequence" })
-        #expect(warning.status == .warning)
-        #expect(warning.fix?.contains("on n2: ALTER SEQUENCE public.users_id_seq INCREMENT BY 100 RESTART WITH 302;") == true)
-        for index in nodes.indices {
-            nodes[index].tables[users]!.sequences = [SequenceFacts(column: "id", sequence: seq, increment: 100, start: Int64(index + 1), lastValue: nil)]
+        give { _ in MeshSequence(table: users, column: "id", sequence: seq, lastValue: 250) }
+        let failure = try #require(try run(nodes, config: config).first { $0.check == "sequence" })
+        #expect(failure.status == .failure)
+        #expect(failure.fix?.contains("sequences = \"node-offset\"") == true)
+        give { _ in MeshSequence(table: users, column: "id", isKey: false, sequence: seq, lastValue: 250) }
+        #expect(try run(nodes, config: config).first { $0.check == "sequence" }?.status == .warning)
+        give { MeshSequence(table: users, column: "id", sequence: seq, increment: 100, start: Int64($0 + 1)) }
+        #expect(try run(nodes, config: config).first { $0.check == "sequence" }?.status == .pass)
+    }
+
+    @Test("under node-offset: what apply converts passes, a descending sequence fails, an integer column warns with its capacity")
+    func sequencesNodeOffset() throws {
+        let seq = QualifiedName(schema: "public", name: "users_id_seq")
+        var nodes = ["n1", "n2", "n3"].map { healthyFacts($0) }
+        func give(_ sequence: MeshSequence) {
+            for index in nodes.indices {
+                var state = NodeState(name: nodes[index].name, versionNumber: 150020)
+                state.sequences = [sequence]
+                nodes[index].state = state
+            }
         }
-        #expect(try run(nodes).first { $0.check == "sequence" }?.status == .pass)
+        give(MeshSequence(table: users, column: "id", sequence: seq, lastValue: 250))
+        var results = try run(nodes).filter { $0.check.hasPrefix("sequence") }
+        #expect(results.allSatisfy { $0.status == .pass }, "\(results)")
+        #expect(results.first { $0.node == "n2" }?.message.contains("public.users_id_seq from 258") == true)
+        give(MeshSequence(table: users, column: "id", sequence: seq, increment: -1, start: -1, minValue: Int64.min, maxValue: -1))
+        #expect(try run(nodes).contains { $0.check == "sequence" && $0.status == .failure && $0.message.contains("counts down") })
+        give(MeshSequence(table: users, column: "id", columnType: "integer", sequence: seq, maxValue: Int64(Int32.max), lastValue: 1_000_000))
+        results = try run(nodes).filter { $0.check == "sequence_capacity" }
+        #expect(results.count == 3)
+        #expect(results.allSatisfy { $0.status == .warning && $0.message.contains("about \((Int64(Int32.max) - 1_000_000) / 64) more rows") })
     }
 
     @Test("a password in a peer_dsn warns; privileges are explained")

@@ -47,6 +47,15 @@ func simulate(_ plan: Plan, on states: inout [String: NodeState], tables: [Quali
         case .refreshSubscription(let subscription):
             state.subscriptions[subscription]?.tables = Set(tables)
         case .setSubscriptionConnection, .setSubscriptionOrigin, .installConflicts: break
+        case .recordSequenceOffsets(_, let offsets, let own):
+            state.sequenceOffsets = offsets
+            state.nodeOffset = own
+        case .convertSequence(let sequence, _, let step, _, let restart):
+            for index in state.sequences.indices where state.sequences[index].sequence == sequence {
+                state.sequences[index].increment = Int64(step)
+                state.sequences[index].start = restart
+                state.sequences[index].lastValue = nil
+            }
         }
         states[step.node] = state
     }
@@ -54,10 +63,15 @@ func simulate(_ plan: Plan, on states: inout [String: NodeState], tables: [Quali
 
 @Suite("Plan")
 struct PlannerTests {
-    @Test("a fresh three-node mesh: publications, then slots, then subscriptions")
+    @Test("a fresh three-node mesh: sequence offsets, publications, then slots, then subscriptions")
     func fresh() throws {
         let planner = Planner(config: try threeNodeConfig(), tables: [users, departments])
-        let plan = try planner.plan(states: freshStates())
+        let fullPlan = try planner.plan(states: freshStates())
+        #expect(fullPlan.steps.prefix(3).map(\.kind) == Array(repeating: .recordSequenceOffsets, count: 3))
+        #expect(fullPlan.steps.prefix(3).map(\.summary) == ["n1", "n2", "n3"].enumerated().map {
+            "record sequence offsets (n1=1, n2=2, n3=3); this node's is \($0.offset + 1)"
+        })
+        let plan = Plan(steps: Array(fullPlan.steps.dropFirst(3)))
         #expect(plan.steps.count == 3 + 6 + 6)
         #expect(plan.steps.prefix(3).allSatisfy { $0.kind == .createPublication })
         #expect(plan.steps[3..<9].allSatisfy { $0.kind == .createSlot })
