@@ -88,7 +88,7 @@ final class PartRunner {
             return .position(try connection(name).query(JoinSQL.appliedPosition(subscription)).scalar.flatMap(LSN.init).map(Position.lsn))
         case .wait(let condition):
             return try io.wait(condition, on: try connection(condition.node), done: .done, timedOut: { .timedOut($0) }, failed: { .failed($0) })
-        case .removeTables, .disableSubscription, .dropSubscription, .dropSlot, .dropPublication, .dropOrigin, .finish:
+        case .removeTables, .disableSubscription, .dropSubscription, .dropSlot, .dropPublication, .dropOrigin, .retireSequenceOffset, .finish:
             break
         }
         return .done

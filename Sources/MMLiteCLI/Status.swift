@@ -22,6 +22,9 @@ struct NodeStatus {
     /// An interrupted `mmlite ddl`: its prepared transactions and fenced tables here.
     var openMigrations: [String] = []
     var fencedTables: [QualifiedName] = []
+    /// This node's sequence offset and the mesh tables' sequences (docs/sequences.md).
+    var sequenceOffset: Int?
+    var sequences: [MeshSequence] = []
 
     /// Why opted-in tables apply with SQL here (nil: all native, or none opted in).
     func sqlApplyReason(_ configured: ConflictApply) -> String? {
@@ -55,6 +58,7 @@ struct Status {
         let view = MeshView(config: config, states: states)
         let links = assess(view, nodes: nodes, connections: connections)
         let drift = self.drift(view, nodes: nodes, connections: connections)
+            + SequencePlanner(config: config).problems(states: states, members: view.members)
         var overall = (links.map(\.health) + drift.map(\.health)).max() ?? .ok
         if nodes.contains(where: { !$0.reachable }) { overall = max(overall, .critical) }
         if nodes.contains(where: { !$0.openMigrations.isEmpty || !$0.fencedTables.isEmpty }) { overall = max(overall, .critical) }
@@ -83,7 +87,8 @@ struct Status {
             let server = try catalog.server()
             status.version = server.version
             status.currentLSN = server.currentLSN
-            let state = try catalog.state(name: node.name, versionNumber: server.versionNumber)
+            var state = try catalog.state(name: node.name, versionNumber: server.versionNumber)
+            try observeSequences(&state, &status, catalog: catalog, config: connections.config)
             status.openMigrations = try connection.query(DDLSQL.preparedMigrations(mesh: connections.config.mesh.name)).named.compactMap { $0["gid"] }
             status.fencedTables = try connection.query(DDLSQL.fencedTables).named.compactMap(Catalog.qualifiedName)
             // Sizes need the tables' locks, which an interrupted migration holds until --resume.
@@ -185,6 +190,8 @@ struct Status {
                     ("version_tables_rows_estimate", .integer(node.versionRows)),
                     ("conflict_apply", .optional(ConflictMaintenance.applyLabel(nativeTables: node.nativeApplyTables, changeTables: node.changeTables))),
                     ("conflict_apply_sql_reason", .optional(node.sqlApplyReason(config.mesh.conflictApply))),
+                    ("sequence_offset", .optional(node.sequenceOffset.map { Int64($0) })),
+                    ("sequences", Self.sequencesJSON(node.sequences)),
                 ])
             })),
             ("links", .array(links.map { entry in
@@ -240,6 +247,7 @@ struct Status {
                 console.print("\(node.name): conflicts apply with SQL: \(reason)")
             }
         }
+        renderSequences(config: config, nodes: nodes, console: console)
         console.print()
         var linkRows = [["LINK", "SUBSCRIPTION", "WORKER", "SLOT", "FILTER", "LAG", "LAG(s)", "RETAINED", "STATE"]]
         for entry in links {

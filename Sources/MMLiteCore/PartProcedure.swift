@@ -56,6 +56,8 @@ public struct PartProcedure: Sendable {
         case dropSlot(node: String, slot: String)
         case dropPublication(node: String, publication: String)
         case dropOrigin(node: String, origin: String)
+        /// Marks NODE's sequence offset retired on `node`, so it is never handed out again.
+        case retireSequenceOffset(node: String, mesh: String, parted: String)
         case finish(ProcedureOutcome)
     }
 
@@ -202,7 +204,8 @@ public struct PartProcedure: Sendable {
             }
         case .othersSlots:
             stage = .finished
-            queue = report().map { .say($0) }
+            retireOffset()
+            queue += report().map { .say($0) }
         case .finished:
             return .finish(.done)
         }
@@ -253,6 +256,18 @@ public struct PartProcedure: Sendable {
         queue += [.wait(.slotInactive(node: name, slot: slot)), .dropSlot(node: name, slot: slot), .say("\(name): dropped slot \(slot)")]
     }
 
+    /// On every reachable node that records NODE's offset in use (NODE included).
+    mutating func retireOffset() {
+        let holders = ([node] + others).filter { holder in
+            observation?.states[holder]?.sequenceOffsets?.contains { $0.node == node && !$0.retired } == true
+        }
+        let parted = node, states = observation?.states ?? [:]
+        guard let offset = holders.compactMap({ states[$0]?.sequenceOffsets.flatMap { SequencePlanner.offset(of: parted, in: $0) } }).first
+        else { return }
+        queue += holders.map { .retireSequenceOffset(node: $0, mesh: request.config.mesh.name, parted: node) }
+        queue.append(.say("Retired \(node)'s sequence offset \(offset) on \(holders.joined(separator: ", ")): it is never handed out again."))
+    }
+
     func report() -> [String] {
         var lines = [""]
         if request.force {
@@ -289,6 +304,8 @@ extension PartProcedure.Action {
             return [ShownStatement(node, "DROP PUBLICATION \(SQL.identifier(publication))")]
         case .dropOrigin(let node, let origin):
             return [ShownStatement(node, JoinSQL.dropOrigin(origin))]
+        case .retireSequenceOffset(let node, let mesh, let parted):
+            return [ShownStatement(node, SequenceSQL.retire(mesh: mesh, node: parted))]
         case .observe, .say, .startClock, .sayElapsed, .readTransactionHorizon, .readCurrentPosition, .wait, .readAppliedPosition, .finish:
             return []
         }

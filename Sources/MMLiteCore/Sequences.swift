@@ -307,3 +307,27 @@ public enum SequenceSQL {
         """
     }
 }
+
+extension SequencePlanner {
+    /// What `status` reports under node-offset: a member's sequence that does
+    /// not draw from the member's own offset hands out values another node
+    /// may hand out too (a sequence added since the last apply, or altered by hand).
+    public func problems(states: [String: NodeState], members: [String]) -> [DriftProblem] {
+        guard config.mesh.sequences == .nodeOffset else { return [] }
+        var problems: [DriftProblem] = []
+        for node in members {
+            guard let state = states[node] else { continue }
+            let offset = state.sequenceOffsets.flatMap { Self.offset(of: node, in: $0) }
+            var seen = Set<QualifiedName>()
+            for sequence in state.sequences where !seen.contains(sequence.sequence) {
+                seen.insert(sequence.sequence)
+                if let offset, sequence.draws(offset: offset, step: step) { continue }
+                let why = offset.map { "does not draw from \(node)'s offset \($0) of \(step)" } ?? "has no sequence offset on \(node) yet"
+                problems.append(DriftProblem(table: sequence.table, node: node, kind: "sequence", health: .warning,
+                                             message: "\(node): \(sequence.label) takes values from \(sequence.sequence.sql), which \(why): inserts on two nodes may collide",
+                                             fix: "mmlite apply (converts it; docs/sequences.md)"))
+            }
+        }
+        return problems
+    }
+}
