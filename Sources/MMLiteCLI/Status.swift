@@ -88,8 +88,9 @@ struct Status {
             status.version = server.version
             status.currentLSN = server.currentLSN
             var state = try catalog.state(name: node.name, versionNumber: server.versionNumber)
-            try observeSequences(&state, &status, catalog: catalog, config: connections.config)
             status.openMigrations = try connection.query(DDLSQL.preparedMigrations(mesh: connections.config.mesh.name)).named.compactMap { $0["gid"] }
+            // Sequences' last values need their locks, which an interrupted migration may hold.
+            if status.openMigrations.isEmpty { try observeSequences(&state, &status, catalog: catalog, config: connections.config) }
             status.fencedTables = try connection.query(DDLSQL.fencedTables).named.compactMap(Catalog.qualifiedName)
             // Sizes need the tables' locks, which an interrupted migration holds until --resume.
             if status.openMigrations.isEmpty, let storage = try catalog.conflictStorage() {

@@ -123,6 +123,9 @@ public struct SequencePlanner: Sendable {
     /// The recorded offsets with one assigned to each of `nodes` that has
     /// none in use: the lowest offset never handed out.
     public func assign(_ nodes: [String], recorded: [SequenceOffset]) throws -> [SequenceOffset] {
+        if let highest = recorded.max(), highest.offset > step {
+            throw PlanError(message: "sequence_step = \(step) is below offset \(highest.offset), recorded for \(highest.node)\(highest.retired ? " (retired)" : ""): two offsets would share values. Set [mesh] sequence_step to at least \(highest.offset)")
+        }
         var entries = recorded
         for node in nodes where !entries.contains(where: { $0.node == node && !$0.retired }) {
             let taken = Set(entries.map(\.offset))

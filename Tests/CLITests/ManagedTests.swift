@@ -142,7 +142,8 @@ enum ManagedSetup {
     /// last-update-wins (the shape of ConflictTests' table, so that
     /// `randomWorkload` writes it), `events` does not (each node writes its own keys).
     static let accounts = "CREATE TABLE public.accounts (id int PRIMARY KEY, owner text, balance int)"
-    static let events = "CREATE TABLE public.events (id bigint PRIMARY KEY, payload text NOT NULL, kind int)"
+    /// bigserial: apply converts its sequence as app_admin (the writers give explicit ids; the sequence checks insert without).
+    static let events = "CREATE TABLE public.events (id bigserial PRIMARY KEY, payload text NOT NULL, kind int)"
 }
 
 /// 16+ installations from MMLITE_PG_CONFIGS that can be copied without mmlite.so.
@@ -329,6 +330,14 @@ struct ManagedTests {
         }
         #expect(try mesh.objects(4) == [])
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
+        // Sequences and time-ordered IDs, installed and used by app_admin (plpgsql, no mmlite.so).
+        for index in members {
+            let ids = try mesh.admin(mesh[index]).query("""
+                SELECT (mmlite.time_ordered_id_parts(mmlite.time_ordered_id())).node_offset AS node_offset,
+                       (SELECT increment_by FROM pg_sequences WHERE sequencename = 'events_id_seq') AS increment
+                """).first
+            #expect(ids?["node_offset"] == String(index) && ids?["increment"] == "64", "n\(index): \(String(describing: ids))")
+        }
         let applyStatus = mesh.mmlite(["status", "--format", "json"])
         #expect(applyStatus.out.components(separatedBy: "\"conflict_apply\": \"sql\"").count == 4, "\(applyStatus)")
 
@@ -373,6 +382,7 @@ struct ManagedTests {
         let join = mesh.mmlite(["join", "n4", "--from", "n1"])
         #expect(join.code == 0, "\(join)")
         #expect(join.out.contains("Done: n4 joined mesh \"shop\""), "\(join)")
+        #expect(try mesh.admin(mesh[4]).query("SELECT mmlite.node_offset() AS node_offset").first?["node_offset"] == "4")
         letWritersRun(more: 100)
         writers.forEach { $0.stop() }
         for writer in writers { #expect(writer.failure == nil, "\(writer.failure ?? "")") }

@@ -18,7 +18,8 @@ struct CLIMeshTests {
 
         let dryRun = mesh.mmlite(["apply", "--dry-run"])
         #expect(dryRun.code == 0, "\(dryRun)")
-        #expect(dryRun.out.contains("15 statements"))
+        #expect(dryRun.out.contains("18 statements"), "3 offset records + 15")
+        #expect(dryRun.out.contains("-- on n2: record sequence offsets (n1=1, n2=2, n3=3); this node's is 2\nCREATE SCHEMA IF NOT EXISTS mmlite;"), "\(dryRun)")
         #expect(dryRun.out.contains("-- on n1: create publication mmlite_shop for 2 tables\nCREATE PUBLICATION mmlite_shop FOR TABLE public.departments, public.users;"))
         #expect(dryRun.out.contains("SELECT pg_create_logical_replication_slot('mmlite_shop_n2', 'mmlite');"))
         #expect(dryRun.out.contains("CREATE SUBSCRIPTION mmlite_shop_from_n1 CONNECTION '\(mesh[1].conninfo)' PUBLICATION mmlite_shop WITH (create_slot = false, slot_name = 'mmlite_shop_n2', copy_data = false);"))
@@ -26,7 +27,7 @@ struct CLIMeshTests {
 
         let apply = mesh.mmlite(["apply"])
         #expect(apply.code == 0, "\(apply)")
-        #expect(apply.out.contains("[15/15]"))
+        #expect(apply.out.contains("[18/18]"))
         for index in 1...3 { #expect(try mesh.objects(index) == mesh.completeObjects(index)) }
 
         try mesh.expectReplicates(base: 1000)
@@ -80,11 +81,11 @@ struct CLIMeshTests {
         let mesh = try TestMesh(3)
         try mesh.writeConfig()
         let n3 = Unchecked(mesh[3])
-        // Step 10 is n2's subscription to n1; step 11 would be n3's.
-        let hooks = Hooks(afterStep: { index, _ in if index == 9 { try? n3.value.stop(mode: .immediate) } })
+        // Steps 1-3 record sequence offsets; step 13 is n2's subscription to n1, step 14 would be n3's.
+        let hooks = Hooks(afterStep: { index, _ in if index == 12 { try? n3.value.stop(mode: .immediate) } })
         let first = mesh.mmlite(["apply"], hooks: hooks)
         #expect(first.code == 75, "\(first)")
-        #expect(first.err.contains("apply stopped after 10 of 15 changes"))
+        #expect(first.err.contains("apply stopped after 13 of 18 changes"))
         #expect(first.err.contains("Not done:\n  n3: subscribe to n1"))
         #expect(first.err.contains("n3 went away. When it is back, run `mmlite apply` again"))
         #expect(try mesh.objects(1) == ["publication:mmlite_shop", "slot:mmlite_shop_n2", "slot:mmlite_shop_n3"])

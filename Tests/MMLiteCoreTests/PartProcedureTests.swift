@@ -84,9 +84,14 @@ struct PartProcedureTests {
             .dropOrigin(node: "n3", origin: "mmlite_shop_copy"),
             .wait(.slotInactive(node: "n1", slot: "mmlite_shop_n3")), .dropSlot(node: "n1", slot: "mmlite_shop_n3"),
             .wait(.slotInactive(node: "n2", slot: "mmlite_shop_n3")), .dropSlot(node: "n2", slot: "mmlite_shop_n3"),
+            // n3's sequence offset stays taken, on every node that records it.
+            .retireSequenceOffset(node: "n3", mesh: "shop", parted: "n3"),
+            .retireSequenceOffset(node: "n1", mesh: "shop", parted: "n3"),
+            .retireSequenceOffset(node: "n2", mesh: "shop", parted: "n3"),
             .finish(.done),
         ]
         #expect(script.work == expected)
+        #expect(script.said.contains("Retired n3's sequence offset 3 on n3, n1, n2: it is never handed out again."))
         #expect(script.said.last == "Done: n3 is no longer part of mesh \"shop\". Remove it from mmlite.toml (apply otherwise reports it as not joined; `mmlite join` adds it again).")
         #expect(!script.said.contains { $0.contains("How far") }, "without --force every node has everything")
         // The statements: a subscription is dropped without touching its remote slot.

@@ -106,6 +106,13 @@ struct SequencePlannerTests {
         }
     }
 
+    @Test("a step below an offset in use (also a retired one) is refused: two offsets would share a class")
+    func stepTooSmall() throws {
+        let recorded = [SequenceOffset(node: "n1", offset: 1), SequenceOffset(node: "gone", offset: 5, retired: true)]
+        #expect(throws: PlanError.self) { try SequencePlanner(config: try config(step: 4)).assign(["n1"], recorded: recorded) }
+        #expect(try SequencePlanner(config: try config(step: 5)).assign(["n1"], recorded: recorded) == recorded)
+    }
+
     @Test("sequences = none records offsets (for time-ordered IDs) and converts nothing")
     func none() throws {
         let steps = try SequencePlanner(config: try config(.none)).steps(states: states(["n1", "n2"], lastValues: ["n1": 9]), members: ["n1", "n2"])
