@@ -64,8 +64,13 @@ extension TableCompare {
     /// Compares one table: summaries, narrowing, then re-checks after catch-up.
     func compare(_ name: QualifiedName, options: DiffOptions, progress: @escaping (String) -> Void) -> TableReport {
         let started = Date()
+        var report = compareTable(name, options: options, progress: progress)
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    private func compareTable(_ name: QualifiedName, options: DiffOptions, progress: @escaping (String) -> Void) -> TableReport {
         var report = TableReport(table: name)
-        defer { report.seconds = Date().timeIntervalSince(started) }
         let table: TableDiff.Table
         switch describeTable(name) {
         case .success(let described): table = described
@@ -74,9 +79,13 @@ extension TableCompare {
             return report
         }
         let marks = positions()
+        // The whole table first (no grouping): identical tables need no more.
+        let total = summaries(table, buckets: 1)
+        report.rows = total.mapValues(TableDiff.rowCount)
+        report.buckets = 1
+        guard !TableDiff.differingBuckets(total).isEmpty else { return report }
         report.buckets = TableDiff.bucketCount(estimatedRows: estimate(name))
-        let summaries = summaries(table, buckets: report.buckets)
-        report.rows = summaries.mapValues(TableDiff.rowCount)
+        let summaries = report.buckets == 1 ? total : summaries(table, buckets: report.buckets)
         let differing = TableDiff.differingBuckets(summaries)
         report.differingBuckets = differing.count
         progress("\(name.sql): \(report.buckets) ranges hashed, \(differing.count) differ")

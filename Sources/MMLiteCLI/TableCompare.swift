@@ -151,13 +151,15 @@ final class TableCompare {
     func candidateKeys(_ table: TableDiff.Table, buckets: Int, differing: [Int], summaries: [String: [Int: TableDiff.Summary]],
                        limit: Int, progress: (Int, Int) -> Void) -> (keys: [String], truncated: Bool) {
         var keys: [String] = []
+        var seen = Set<String>()
         let batches = TableDiff.batches(differing, summaries: summaries, limit: 20_000)
         for (index, batch) in batches.enumerated() {
             let answers = everywhere(TableDiff.bucketRowsSQL(table, buckets: buckets), [arrayLiteral(batch.map(String.init))])
             let hashes = answers.mapValues { result in
                 Dictionary(result.named.compactMap { row in row["key"].map { ($0, row["row_hash"] ?? "") } }, uniquingKeysWith: { a, _ in a })
             }
-            keys += TableDiff.differingKeys(hashes)
+            // A changed row is in two buckets, possibly two batches: each key once.
+            for key in TableDiff.differingKeys(hashes) where seen.insert(key).inserted { keys.append(key) }
             progress(index + 1, batches.count)
             if keys.count >= limit { return (Array(keys.prefix(limit)), true) }
         }

@@ -70,9 +70,12 @@ public enum TableDiff {
         "pg_catalog.hashtextextended((ROW(\(columnList(table.columns.map(\.name), alias: alias))))::text, 0)"
     }
 
-    /// The bucket of a row: a hash of its key's text.
-    static func bucket(_ table: Table, alias: String, buckets: Int) -> String {
-        "(pg_catalog.hashtextextended((ROW(\(columnList(table.key, alias: alias))))::text, 7) & \(max(buckets, 1) - 1))::int4"
+    /// The bucket of a row: the low bits of its row hash. A row that differs
+    /// between two nodes lands in two buckets, which then both differ; the
+    /// narrowing reads both and matches rows by key, so nothing is lost, and
+    /// the summary pass hashes each row once.
+    static func bucket(hash: String, buckets: Int) -> String {
+        "(\(hash) & \(max(buckets, 1) - 1))::int4"
     }
 
     /// The key as a jsonb object, as text: the same on every node for the
@@ -81,20 +84,21 @@ public enum TableDiff {
         "pg_catalog.jsonb_build_object(" + table.key.map { SQL.literal($0) + ", " + alias + "." + SQL.identifier($0) }.joined(separator: ", ") + ")::text"
     }
 
-    /// Per bucket: `bucket`, `row_count`, `hash_high`, `hash_low`.
+    /// Per bucket: `bucket`, `row_count`, `hash_high`, `hash_low`. With one
+    /// bucket, the whole table's summary without grouping (the cheapest scan:
+    /// the first look at a table, enough when it is identical).
     public static func summarySQL(_ table: Table, buckets: Int) -> String {
-        """
-        SELECT b AS bucket, count(*) AS row_count, sum((h >> 32)::int4) AS hash_high, sum((h & 2147483647)::int4) AS hash_low
-        FROM (SELECT \(bucket(table, alias: "r", buckets: buckets)) AS b, \(rowHash(table, alias: "r")) AS h FROM \(table.name.sql) AS r) AS x
-        GROUP BY b
-        """
+        let sums = "count(*) AS row_count, sum((h >> 32)::int4) AS hash_high, sum((h & 2147483647)::int4) AS hash_low"
+        let hashed = "(SELECT \(rowHash(table, alias: "r")) AS h FROM \(table.name.sql) AS r) AS x"
+        if buckets <= 1 { return "SELECT 0 AS bucket, \(sums) FROM \(hashed)" }
+        return "SELECT \(bucket(hash: "h", buckets: buckets)) AS bucket, \(sums) FROM \(hashed) GROUP BY 1"
     }
 
     /// The rows of some buckets (`$1`: an int4 array literal): `key`, `row_hash`.
     public static func bucketRowsSQL(_ table: Table, buckets: Int) -> String {
         """
-        SELECT \(keyJSON(table, alias: "r")) AS key, \(rowHash(table, alias: "r")) AS row_hash
-        FROM \(table.name.sql) AS r WHERE \(bucket(table, alias: "r", buckets: buckets)) = ANY ($1::int4[])
+        SELECT key, h AS row_hash FROM (SELECT \(keyJSON(table, alias: "r")) AS key, \(rowHash(table, alias: "r")) AS h FROM \(table.name.sql) AS r) AS x
+        WHERE \(bucket(hash: "h", buckets: buckets)) = ANY ($1::int4[])
         """
     }
 
