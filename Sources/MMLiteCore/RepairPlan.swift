@@ -77,6 +77,18 @@ public enum RepairPlan {
         public var oldVersion: Version?
         public var newVersion: Version?
         public var reason: String
+        public init(node: String, key: String, kind: Kind, source: String, oldRow: String?, newRow: String?,
+                    oldVersion: Version?, newVersion: Version?, reason: String) {
+            self.node = node
+            self.key = key
+            self.kind = kind
+            self.source = source
+            self.oldRow = oldRow
+            self.newRow = newRow
+            self.oldVersion = oldVersion
+            self.newVersion = newVersion
+            self.reason = reason
+        }
     }
 
     /// The node whose row `key` takes. `nodes`: the compared nodes in config order.
