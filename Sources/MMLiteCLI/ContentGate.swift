@@ -17,7 +17,7 @@ struct ContentGate {
         let reachable = Set(preflight.facts.filter(\.reachable).map(\.name))
         let members = view.members.filter { reachable.contains($0) }
         let tables = ContentCheck.tablesToWire(preflight.tables, states: preflight.states, members: members, running: view.isRunning) {
-            ConflictSQL.publishedTables([$0], settings: config.tableSettings).first ?? $0
+            [$0, ConflictSQL.changeTable($0)]
         }.filter { table in
             // A table missing somewhere fails the table check already.
             preflight.facts.filter { members.contains($0.name) }.allSatisfy { $0.tables[table] != nil }

@@ -81,6 +81,10 @@ extension TableCompare {
         let marks = positions()
         // The whole table first (no grouping): identical tables need no more.
         let total = summaries(table, buckets: 1)
+        if !failures.isEmpty {
+            report.problem = "could not be read on " + failures.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+            return report
+        }
         report.rows = total.mapValues(TableDiff.rowCount)
         report.buckets = 1
         guard !TableDiff.differingBuckets(total).isEmpty else { return report }

@@ -50,9 +50,24 @@ final class TableCompare {
         nodes.removeAll { $0 == node }
     }
 
-    /// Runs `sql` on every compared node at once; a node that fails is dropped.
+    /// Why the last `everywhere` had no result from a node that is still compared
+    /// (an error of the statement, e.g. a permission denied).
+    private(set) var failures: [String: String] = [:]
+
+    /// The statement failed on `node`: a lost connection drops the node, any
+    /// other error only leaves its result out (see `failures`).
+    private func failed(_ node: String, _ error: Error) {
+        if let error = error as? PGError, error.kind != .connection, sessions[node]?.isOpen == true {
+            failures[node] = describe(error)
+        } else {
+            drop(node, error)
+        }
+    }
+
+    /// Runs `sql` on every compared node at once.
     func everywhere(_ sql: String, _ parameters: [String?] = []) -> [String: PGResult] {
         console.debug("[\(nodes.joined(separator: ", "))] \(sql)")
+        failures = [:]
         var sent: [String] = []
         for node in nodes {
             guard let connection = sessions[node] else { continue }
@@ -60,13 +75,13 @@ final class TableCompare {
                 try connection.send(sql, parameters)
                 sent.append(node)
             } catch {
-                drop(node, error)
+                failed(node, error)
             }
         }
         var results: [String: PGResult] = [:]
         for node in sent {
             guard let connection = sessions[node] else { continue }
-            do { results[node] = try connection.receive() } catch { drop(node, error) }
+            do { results[node] = try connection.receive() } catch { failed(node, error) }
         }
         return results
     }
