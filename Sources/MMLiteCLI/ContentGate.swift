@@ -11,6 +11,8 @@ struct ContentGate {
     let config: MeshConfig
     let console: Console
     let skipHash: Bool
+    /// doctor: a one-node mesh about to grow by join warns instead of failing.
+    var forDoctor = false
 
     func checks(_ preflight: Preflight) -> [CheckResult] {
         let view = preflight.view
@@ -25,7 +27,10 @@ struct ContentGate {
         guard members.count >= 2, !tables.isEmpty else { return [] }
         let compare = TableCompare(config: config, console: console, only: members)
         defer { compare.close() }
-        return tables.map { check($0, compare: compare, nodes: members, running: view.isRunning) }
+        let results = tables.map { check($0, compare: compare, nodes: members, running: view.isRunning) }
+        let published = config.nodes.map(\.name).filter { preflight.states[$0]?.publication != nil }
+        guard forDoctor, !view.isRunning, published.count == 1 else { return results }
+        return results.map { ContentCheck.beforeJoin($0, source: published[0]) }
     }
 
     func check(_ table: QualifiedName, compare: TableCompare, nodes: [String], running: Bool) -> CheckResult {

@@ -103,7 +103,8 @@ extension TableCompare {
         report.changing = changing
         report.behind = behind
         let shown = behind.isEmpty ? confirmed : confirmed + changing
-        report.differences = shown.sorted().map { key in
+        // Shorter keys first: integer keys in numeric order.
+        report.differences = shown.sorted { ($0.count, $0) < ($1.count, $1) }.map { key in
             Difference(key: key, rows: Dictionary(uniqueKeysWithValues: nodes.map { ($0, last[$0]?[key]?.row) }),
                        hashes: Dictionary(uniqueKeysWithValues: nodes.map { ($0, last[$0]?[key]?.hash) }))
         }
@@ -126,7 +127,11 @@ extension TableCompare {
             }
             let current = rows(table, keys: remaining)
             marks = positions()
-            for (node, keyed) in current { last[node, default: [:]].merge(keyed) { _, new in new } }
+            // What this look saw replaces what earlier looks saw (a key gone now is gone).
+            for node in nodes {
+                for key in remaining { last[node]?[key] = nil }
+                last[node, default: [:]].merge(current[node] ?? [:]) { _, new in new }
+            }
             let hashes = current.mapValues { $0.mapValues(\.hash) }
             let decision = RecheckDecision.judge(keys: remaining, previous: previous, current: hashes)
             confirmed += decision.confirmed

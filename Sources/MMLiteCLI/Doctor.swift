@@ -49,7 +49,7 @@ struct Doctor {
         }
         preflight.probe(request)
         let results = preflight.evaluate(for: .doctor)
-            + ContentGate(config: config, console: console, skipHash: skipHashCheck).checks(preflight)
+            + ContentGate(config: config, console: console, skipHash: skipHashCheck, forDoctor: true).checks(preflight)
         let worst = Checks.worst(results)
         let failures = results.filter { $0.status == .failure }.count
         let warnings = results.filter { $0.status == .warning }.count

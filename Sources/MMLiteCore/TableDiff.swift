@@ -294,6 +294,18 @@ public enum ContentCheck {
                            fix: wayOut(table, source: source, running: running))
     }
 
+    /// doctor's judgement while a one-node mesh (only `source` has the
+    /// publication, no subscription yet) is to grow by `mmlite join`, which
+    /// copies `source`'s rows: a difference is then expected, and only `apply`
+    /// (which would wire the others without copying) must refuse it.
+    public static func beforeJoin(_ result: CheckResult, source: String) -> CheckResult {
+        guard result.status == .failure else { return result }
+        var warning = result
+        warning.status = .warning
+        warning.message += "; expected if the other nodes are to join the one-node mesh on \(source): `mmlite join NODE --from \(source)` copies its rows (`mmlite apply` would wire them without copying, and refuses)"
+        return warning
+    }
+
     /// How to wire a table whose nodes differ, without losing anything.
     public static func wayOut(_ table: QualifiedName, source: String, running: Bool) -> String {
         if running {

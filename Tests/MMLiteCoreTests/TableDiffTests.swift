@@ -102,6 +102,9 @@ struct ContentCheckTests {
         }
         #expect(ContentCheck.judge(users, facts: ["n1": holding], nodes: ["n1", "n2"], running: false, hashSkipped: false).status == .warning,
                 "a node whose table could not be read is not taken for identical")
+        let fresh = ContentCheck.judge(users, facts: ["n1": holding, "n2": empty], nodes: ["n1", "n2"], running: false, hashSkipped: false)
+        let beforeJoin = ContentCheck.beforeJoin(fresh, source: "n1")
+        #expect(beforeJoin.status == .warning && beforeJoin.message.contains("mmlite join NODE --from n1"), "doctor, before growing a one-node mesh by join")
         let added = ContentCheck.judge(users, facts: ["n1": empty, "n2": holding], nodes: ["n1", "n2"], running: true, hashSkipped: false)
         #expect(added.status == .failure && added.fix?.contains("mmlite repair --table public.users --from n2") == true)
     }
