@@ -8,12 +8,9 @@ struct DiffCommand: ParsableCommand, MMLiteRunnable {
         commandName: "diff",
         abstract: "Compare every mesh table (or the given ones) across the nodes, by primary key, while writes go on.",
         discussion: """
-        Each node hashes the table per range of its primary key's hash (no table travels);
-        differing ranges are narrowed to keys, and those keys are compared again once every
-        link has caught up past the first look, so changes still in flight are not reported.
-        Exit code: 0 identical, 1 differences found, 64 bad --table, 69 fewer than two nodes
-        reachable, 75 incomplete (a node unreachable, a table not compared, or keys still
-        changing), 78 invalid configuration.
+        Each node hashes every row and sums the hashes, for the whole table and then per range of rows (no table travels); differing ranges are narrowed to primary keys, and those keys are compared again once every link has caught up past the first look, so changes still in flight are not reported.
+
+        Exit code: 0 identical, 1 differences found, 64 bad --table, 69 fewer than two nodes reachable, 75 incomplete (a node unreachable, a table not compared, or keys still changing), 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions

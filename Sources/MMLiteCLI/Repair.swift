@@ -8,16 +8,9 @@ struct RepairCommand: ParsableCommand, MMLiteRunnable {
         commandName: "repair",
         abstract: "Make every node hold what one node holds for a table's differing keys.",
         discussion: """
-        Compares the table as `mmlite diff` does, then on every other node inserts, updates or
-        deletes the differing keys' rows so they match the source: --from NODE, or per key the
-        highest version (--last-update-wins, tables opted in to conflict handling only; their
-        version rows follow). The changes carry a replication origin and are made with
-        session_replication_role = replica: they are not replicated back, and each one is
-        logged in that node's mmlite.conflicts (kind repair). Afterwards the repaired keys are
-        compared again. Every node must be reachable.
-        Exit code: 0 repaired (or nothing to repair), 2 the table cannot be compared or the links
-        did not catch up (nothing changed), 64 bad arguments, 69 a node is unreachable (nothing
-        changed), 75 stopped part-way or keys differ again after the repair, 78 invalid configuration.
+        Compares the table as `mmlite diff` does, then on every other node inserts, updates or deletes the differing keys' rows so they match the source: --from NODE, or per key the highest version (--last-update-wins, tables opted in to conflict handling only; their version rows follow). The changes carry a replication origin and are made with session_replication_role = replica: they are not replicated back, and each one is logged in that node's mmlite.conflicts (kind repair). Afterwards the repaired keys are compared again. Every node must be reachable.
+
+        Exit code: 0 repaired (or nothing to repair), 2 the table cannot be compared or the links did not catch up (nothing changed), 64 bad arguments, 69 a node is unreachable (nothing changed), 75 stopped part-way or keys differ again after the repair, 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions

@@ -4,14 +4,14 @@
 /// taken from what the nodes answered. See docs/operations.md ("Are my nodes
 /// identical?").
 ///
-/// How: every row falls into one of `buckets` (a power of two) by a hash of
-/// its primary key; each node returns, per bucket, the row count and two
-/// sums of 32-bit halves of a 64-bit hash of the row's text (order does not
-/// matter, so one sequential scan and a hash aggregate, no sort, no index).
+/// How: each node returns the row count and two sums of 32-bit halves of a
+/// 64-bit hash of every row (order does not matter: one sequential scan, no
+/// sort, no index), first for the whole table, then, if that differs, per
+/// bucket (a power of two; a row's bucket is the low bits of its hash).
 /// Buckets whose (count, sums) differ between nodes are narrowed to keys by
-/// asking each node for the key and row hash of the rows of those buckets
-/// only, a bounded batch at a time. The differing keys' rows are then read by
-/// primary key.
+/// asking each node for the primary key and row hash of the rows of those
+/// buckets only, a bounded batch at a time. The differing keys' rows are then
+/// read by primary key.
 public enum TableDiff {
     /// One column of the compared table.
     public struct Column: Sendable, Equatable {
