@@ -10,7 +10,7 @@ struct RepairCommand: ParsableCommand, MMLiteRunnable {
         discussion: """
         Compares the table as `mmlite diff` does, then on every other node inserts, updates or deletes the differing keys' rows so they match the source: --from NODE, or per key the highest version (--last-update-wins, tables opted in to conflict handling only; their version rows follow). The changes carry a replication origin and are made with session_replication_role = replica: they are not replicated back, and each one is logged in that node's mmlite.conflicts (kind repair). Afterwards the repaired keys are compared again. Every node must be reachable.
 
-        Exit code: 0 repaired (or nothing to repair), 2 the table cannot be compared or the links did not catch up (nothing changed), 64 bad arguments, 69 a node is unreachable (nothing changed), 75 stopped part-way or keys differ again after the repair, 78 invalid configuration.
+        Exit code: 0 repaired (or nothing to repair), 2 the table cannot be compared or the links did not catch up (nothing changed), 64 bad arguments, 69 a node is unreachable (nothing changed), 75 stopped part-way, keys kept changing, or keys differ again after the repair, 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions
@@ -68,8 +68,10 @@ struct Repair {
         let report = compare.compare(name, options: DiffOptions(timeout: timeout, maxDifferences: 100_000)) { console.debug($0) }
         if let refused = refuse(report) { return refused }
         guard !report.differences.isEmpty else {
-            console.print("\(name.sql) is identical on \(compare.nodes.joined(separator: ", ")): nothing to repair.")
-            return .ok
+            console.print(report.changing.isEmpty
+                ? "\(name.sql) is identical on \(compare.nodes.joined(separator: ", ")): nothing to repair."
+                : "\(name.sql): no difference that held still on \(compare.nodes.joined(separator: ", ")); nothing repaired (run repair again).")
+            return report.changing.isEmpty ? .ok : .partial
         }
         let keys = repairKeys(report, table: described, optedIn: optedIn, compare: compare)
         let changes = RepairPlan.changes(keys, mode: mode, nodes: compare.nodes, optedIn: optedIn)
@@ -88,7 +90,8 @@ struct Repair {
                 failed.append(node)
             }
         }
-        return verify(changes, table: described, compare: compare, failed: failed)
+        let status = verify(changes, table: described, compare: compare, failed: failed)
+        return status == .ok && !report.changing.isEmpty ? .partial : status
     }
 
     func refuse(_ report: TableReport) -> ExitStatus? {
