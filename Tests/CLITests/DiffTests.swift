@@ -156,14 +156,23 @@ struct DiffTests {
         #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
     }
 
-    @Test("an unreachable node: diff says so, compares the others and exits 75; a difference among them is still found (exit 1)")
+    @Test("an unreachable node: diff says so, compares the others and exits 75; a difference among them is still found (exit 1); repair refuses (69); bad arguments exit 64")
     func unreachableNode() throws {
         let mesh = try TestMesh(3)
         try mesh.writeConfig()
         try #require(mesh.mmlite(["apply"]).code == 0)
         try mesh[1].execute("INSERT INTO public.users SELECT g, 'u' || g, NULL FROM generate_series(1, 500) g")
         #expect(waitUntil(timeout: 30) { try mesh[3].scalar("SELECT count(*) FROM public.users") == "500" })
+        // Bad input: clear errors, exit 64, nothing changed.
+        let notMesh = mesh.mmlite(["diff", "--table", "public.events"])
+        #expect(notMesh.code == 64 && notMesh.err.contains("public.events is not a table of mesh \"shop\""), "\(notMesh)")
+        let plainLWW = mesh.mmlite(["repair", "--table", "public.users", "--last-update-wins"])
+        #expect(plainLWW.code == 64 && plainLWW.err.contains("use --from NODE"), "\(plainLWW)")
+        #expect(mesh.mmlite(["repair", "--table", "public.users", "--from", "n1", "--last-update-wins"]).code == 64)
+        #expect(mesh.mmlite(["repair", "--table", "public.users", "--from", "n9"]).code == 64)
         try mesh[3].stop()
+        let noRepair = mesh.mmlite(["repair", "--table", "public.users", "--from", "n1"])
+        #expect(noRepair.code == 69 && noRepair.err.contains("Nothing was changed"), "\(noRepair)")
         let run = mesh.mmlite(["diff"])
         show(run)
         #expect(run.code == 75, "\(run)")
