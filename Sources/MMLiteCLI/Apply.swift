@@ -8,6 +8,8 @@ struct Apply {
     let configPath: String
     let dryRun: Bool
     let context: Context
+    /// Skip the hash pass of the content check (never its emptiness check).
+    var skipHashCheck = false
 
     var console: Console { context.console }
 
@@ -31,6 +33,7 @@ struct Apply {
         }
         preflight.probe(probes(for: plan))
         let results = preflight.evaluate(for: .apply)
+            + ContentGate(config: config, console: console, skipHash: skipHashCheck).checks(preflight)
         if let refused = refuse(results.filter { $0.status == .failure }, config: config) { return refused }
         for warning in results.filter({ $0.status == .warning }) {
             console.error("warning: \(warning.node.map { "\($0): " } ?? "")\(warning.message)" + (warning.fix.map { "\n  fix: \($0)" } ?? ""))

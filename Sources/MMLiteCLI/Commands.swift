@@ -40,7 +40,7 @@ struct MMLite: ParsableCommand {
         `mmlite doctor`, then `mmlite apply`, then `mmlite status`. See docs/cli.md.
         """,
         version: MMLiteCore.version,
-        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, ConflictsCommand.self, ResolveCommand.self,
+        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, DiffCommand.self, RepairCommand.self, ConflictsCommand.self, ResolveCommand.self,
                       JoinCommand.self, PartCommand.self, DDLCommand.self, SandboxCommand.self]
     )
 }
@@ -76,10 +76,11 @@ struct DoctorCommand: ParsableCommand, MMLiteRunnable {
     )
     @OptionGroup var global: GlobalOptions
     @Option(help: "table or json.") var format: OutputFormat = .table
+    @Flag(help: "Do not hash tables about to be wired to compare their contents (they must still be empty everywhere or hold rows everywhere).") var skipHashCheck = false
 
     func execute(_ context: Context) throws -> ExitStatus {
         global.prepare(context)
-        return try Doctor(configPath: global.config, format: format, context: context).run()
+        return try Doctor(configPath: global.config, format: format, context: context, skipHashCheck: skipHashCheck).run()
     }
 }
 
@@ -99,10 +100,11 @@ struct ApplyCommand: ParsableCommand, MMLiteRunnable {
     )
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print the exact SQL per node and change nothing.") var dryRun = false
+    @Flag(help: "Do not hash tables about to be wired to compare their contents (they must still be empty everywhere or hold rows everywhere).") var skipHashCheck = false
 
     func execute(_ context: Context) throws -> ExitStatus {
         global.prepare(context)
-        return try Apply(configPath: global.config, dryRun: dryRun, context: context).run()
+        return try Apply(configPath: global.config, dryRun: dryRun, context: context, skipHashCheck: skipHashCheck).run()
     }
 }
 

@@ -31,6 +31,8 @@ struct Doctor {
     let configPath: String
     let format: OutputFormat
     let context: Context
+    /// Skip the hash pass of the content check (never its emptiness check).
+    var skipHashCheck = false
 
     func run() throws -> ExitStatus {
         let console = context.console
@@ -47,6 +49,7 @@ struct Doctor {
         }
         preflight.probe(request)
         let results = preflight.evaluate(for: .doctor)
+            + ContentGate(config: config, console: console, skipHash: skipHashCheck, forDoctor: true).checks(preflight)
         let worst = Checks.worst(results)
         let failures = results.filter { $0.status == .failure }.count
         let warnings = results.filter { $0.status == .warning }.count

@@ -101,6 +101,37 @@ public final class PGConnection {
         return try consume(result, conn: conn)
     }
 
+    /// Sends one parameterised statement without waiting for its result, so
+    /// that several servers work at once; `receive()` collects it. Nothing else
+    /// may be sent on this connection until then.
+    public func send(_ sql: String, _ parameters: [String?] = []) throws {
+        let conn = try liveHandle()
+        let sent = withOptionalCStringArray(parameters) { values in
+            PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        guard sent == 1 else { throw connectionError(conn) }
+    }
+
+    /// The result of the statement `send` sent (waits for it).
+    @discardableResult
+    public func receive() throws -> PGResult {
+        let conn = try liveHandle()
+        var last: PGResult?
+        var firstError: Error?
+        while let result = PQgetResult(conn) {
+            do {
+                let read = try consume(result, conn: conn, free: false)
+                if last == nil { last = read }
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+            PQclear(result)
+        }
+        if let firstError { throw firstError }
+        guard let last else { throw connectionError(conn) }
+        return last
+    }
+
     /// `COPY ... TO STDOUT`: hands each chunk (a row in text/CSV formats, a
     /// piece of the stream in binary) to `sink`. Returns the rows copied.
     @discardableResult
@@ -227,9 +258,9 @@ public final class PGConnection {
         return last
     }
 
-    private func consume(_ result: OpaquePointer?, conn: OpaquePointer) throws -> PGResult {
+    private func consume(_ result: OpaquePointer?, conn: OpaquePointer, free: Bool = true) throws -> PGResult {
         guard let result else { throw connectionError(conn) }
-        defer { PQclear(result) }
+        defer { if free { PQclear(result) } }
         switch PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
             return Self.read(result)

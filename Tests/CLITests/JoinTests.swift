@@ -381,8 +381,8 @@ struct CLIJoinTests {
     @Test("join --copy-schema into an empty database, of a million rows: per-table progress, same content")
     func largeCopy() throws {
         let mesh = try TestMesh(3, schema: [3: "SELECT 1"])
-        // Only the source holds the rows (the test is about the copy; n2 is compared with nothing).
-        try mesh[2].execute("INSERT INTO public.users SELECT g, md5(g::text), g % 10 FROM generate_series(1, 1000000) g")
+        // n1 and n2 hold the same rows (apply wires only identical tables); the test is about the copy from n2.
+        for index in 1...2 { try mesh[index].execute("INSERT INTO public.users SELECT g, md5(g::text), g % 10 FROM generate_series(1, 1000000) g") }
         try mesh.writeConfig(members: [1, 2])
         try #require(mesh.mmlite(["apply"]).code == 0)
         try mesh.writeConfig(members: [1, 2, 3])
