@@ -90,8 +90,12 @@ final class TableCompare {
 
     static let columnsSQL = """
         SELECT a.attname AS column_name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated,
-               array_position(i.indkey::int2[], a.attnum) AS key_position
+               array_position(i.indkey::int2[], a.attnum) AS key_position,
+               t.typname AS type_name, t.typnamespace = 'pg_catalog'::regnamespace AS built_in,
+               coalesce(co.collisdeterministic, true) AS deterministic
         FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
         LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
         WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
         ORDER BY a.attnum
@@ -106,13 +110,17 @@ final class TableCompare {
             guard let result = answers[node] else { continue }
             let rows = result.named
             let columns = rows.compactMap { row in
-                row["column_name"].map { TableDiff.Column(name: $0, type: row["type"] ?? "", generated: row.bool("generated") ?? false) }
+                row["column_name"].map {
+                    TableDiff.Column(name: $0, type: row["type"] ?? "", generated: row.bool("generated") ?? false,
+                                     hashing: .of(typeName: row["type_name"] ?? "", builtIn: row.bool("built_in") ?? false,
+                                                  deterministic: row.bool("deterministic") ?? false))
+                }
             }
             let key = rows.compactMap { row in row.int("key_position").flatMap { position in row["column_name"].map { (position, $0) } } }
                 .sorted { $0.0 < $1.0 }.map(\.1)
             described[node] = TableDiff.Table(name: name, columns: columns, key: key)
         }
-        guard let first = nodes.first, let reference = described[first] else { return .failure(.notCompared("no node answered")) }
+        guard let first = nodes.first, var reference = described[first] else { return .failure(.notCompared("no node answered")) }
         let missing = nodes.filter { described[$0]?.columns.isEmpty ?? true }
         if !missing.isEmpty { return .failure(.notCompared("missing on \(missing.joined(separator: ", "))")) }
         if reference.key.isEmpty { return .failure(.notCompared("no primary key: rows cannot be matched across nodes")) }
@@ -120,6 +128,14 @@ final class TableCompare {
             guard let other = described[node] else { continue }
             let same = Set(other.columns.map { "\($0.name) \($0.type)" }) == Set(reference.columns.map { "\($0.name) \($0.type)" }) && other.key == reference.key
             if !same { return .failure(.notCompared("its columns or primary key differ between \(first) and \(node) (see mmlite status)")) }
+        }
+        // Every node must hash alike: by value only where every node can and agrees.
+        reference.byValue = nodes.allSatisfy { node in
+            sessions[node].map { ServerCapabilities(versionNumber: $0.serverVersionNumber).recordHash } ?? false
+        }
+        for (index, column) in reference.columns.enumerated() {
+            let agreed = nodes.allSatisfy { node in described[node]?.columns.first { $0.name == column.name }?.hashing == column.hashing }
+            if !agreed { reference.columns[index].hashing = .text }
         }
         return .success(reference)
     }
@@ -154,8 +170,7 @@ final class TableCompare {
             var summary: [Int: TableDiff.Summary] = [:]
             for row in result.named {
                 guard let bucket = row.int("bucket") else { continue }
-                summary[bucket] = TableDiff.Summary(rows: row.int64("row_count") ?? 0, high: row.int64("hash_high") ?? 0,
-                                                    low: row.int64("hash_low") ?? 0)
+                summary[bucket] = TableDiff.Summary(rows: row.int64("row_count") ?? 0, sum: row["hash_sum"] ?? "0")
             }
             return summary
         }

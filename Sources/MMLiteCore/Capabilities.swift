@@ -26,4 +26,6 @@ public struct ServerCapabilities: Sendable, Equatable {
     public var grantSetOnParameter: Bool { major >= 15 }
     /// `max_active_replication_origins` is its own setting (18+; before, origins count against max_replication_slots).
     public var separateOriginLimit: Bool { major >= 18 }
+    /// `hash_record_extended(record, bigint)` is callable, 14+ (diff hashes rows by value).
+    public var recordHash: Bool { major >= 14 }
 }

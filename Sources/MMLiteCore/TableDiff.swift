@@ -4,11 +4,11 @@
 /// taken from what the nodes answered. See docs/operations.md ("Are my nodes
 /// identical?").
 ///
-/// How: each node returns the row count and two sums of 32-bit halves of a
-/// 64-bit hash of every row (order does not matter: one sequential scan, no
+/// How: each node returns the row count and the exact sum of a 64-bit hash
+/// of every row (order does not matter: one sequential scan, no
 /// sort, no index), first for the whole table, then, if that differs, per
 /// bucket (a power of two; a row's bucket is the low bits of its hash).
-/// Buckets whose (count, sums) differ between nodes are narrowed to keys by
+/// Buckets whose (count, sum) differ between nodes are narrowed to keys by
 /// asking each node for the primary key and row hash of the rows of those
 /// buckets only, a bounded batch at a time. The differing keys' rows are then
 /// read by primary key.
@@ -19,10 +19,48 @@ public enum TableDiff {
         public var type: String
         /// A generated column: compared, never written by repair.
         public var generated: Bool
-        public init(name: String, type: String, generated: Bool = false) {
+        /// How the column enters the row hash when the table is hashed by value.
+        public var hashing: Hashing
+        public init(name: String, type: String, generated: Bool = false, hashing: Hashing = .text) {
             self.name = name
             self.type = type
             self.generated = generated
+            self.hashing = hashing
+        }
+    }
+
+    /// How a column's value is hashed. Only a value whose equality is
+    /// identity may be hashed by its type's own hash function: numeric 1.5
+    /// equals 1.50 and interval '1 day' equals '24 hours', so those are hashed
+    /// by their exact binary form, and everything else (enums, whose hash is
+    /// an OID that differs between nodes, jsonb, arrays, domains, extension
+    /// types, text under a nondeterministic collation) by its text, as COPY
+    /// writes it.
+    public enum Hashing: Sendable, Equatable {
+        /// The type's own extended hash function (inside one record hash).
+        case value
+        /// The hash of the bytes of the given send function's result.
+        case binary(function: String)
+        /// The hash of the column's text.
+        case text
+
+        /// Built-in types (pg_catalog) whose hash is exact: equal means the
+        /// same bytes, and the hash is the same on every major from 14 on.
+        static let exactTypes: Set<String> = [
+            "int2", "int4", "int8", "oid", "bool", "char", "text", "varchar", "name", "bytea", "uuid",
+            "date", "time", "timestamp", "timestamptz", "inet", "cidr", "macaddr", "macaddr8", "pg_lsn",
+        ]
+        static let binaryTypes: [String: String] = [
+            "numeric": "numeric_send", "float4": "float4send", "float8": "float8send", "interval": "interval_send",
+        ]
+
+        /// `typeName`: pg_type.typname; `builtIn`: the type is in pg_catalog;
+        /// `deterministic`: the column's collation is deterministic (or it has none).
+        public static func of(typeName: String, builtIn: Bool, deterministic: Bool) -> Hashing {
+            guard builtIn, deterministic else { return .text }
+            if exactTypes.contains(typeName) { return .value }
+            if let function = binaryTypes[typeName] { return .binary(function: function) }
+            return .text
         }
     }
 
@@ -33,10 +71,15 @@ public enum TableDiff {
         public var name: QualifiedName
         public var columns: [Column]
         public var key: [String]
-        public init(name: QualifiedName, columns: [Column], key: [String]) {
+        /// Hash columns by value (`Column.hashing`) rather than all by text:
+        /// only when every compared node has `hash_record_extended` (14+),
+        /// since every node must hash alike.
+        public var byValue: Bool
+        public init(name: QualifiedName, columns: [Column], key: [String], byValue: Bool = false) {
             self.name = name
             self.columns = columns
             self.key = key
+            self.byValue = byValue
         }
     }
 
@@ -65,16 +108,27 @@ public enum TableDiff {
         names.map { (alias.map { $0 + "." } ?? "") + SQL.identifier($0) }.joined(separator: ", ")
     }
 
-    /// The 64-bit hash of a row: the XOR of each column's text hashed with
-    /// the column's own seed (its position in the table's column order), a
-    /// NULL standing for a constant of its own. Each column's text comes from
-    /// its type's output function, as in COPY, so two rows hash alike exactly
-    /// when their text does; hashing columns one by one avoids building the
-    /// row's text.
+    /// The 64-bit hash of a row. Columns hashed by text: each column's text
+    /// (its type's output function, as in COPY) hashed with the column's own
+    /// seed (its position in the table's column order), a NULL standing for a
+    /// constant of its own, XORed together; hashing columns one by one avoids
+    /// building the row's text. With `byValue`, the other columns go into one
+    /// `hash_record_extended` of a row of them (a NULL field counts by its
+    /// position), which skips the output functions: about a third of the
+    /// cost of a scan (docs/performance.md).
     static func rowHash(_ table: Table, alias: String) -> String {
-        "(" + table.columns.enumerated().map { index, column in
-            "coalesce(pg_catalog.hashtextextended((\(alias).\(SQL.identifier(column.name)))::text, \(index + 1)), \(-(index + 1)))"
-        }.joined(separator: " # ") + ")"
+        var valued: [String] = []
+        var parts: [String] = []
+        for (index, column) in table.columns.enumerated() {
+            let value = "\(alias).\(SQL.identifier(column.name))"
+            switch table.byValue ? column.hashing : .text {
+            case .value: valued.append(value)
+            case .binary(let function): valued.append("pg_catalog.\(function)(\(value))")
+            case .text: parts.append("coalesce(pg_catalog.hashtextextended((\(value))::text, \(index + 1)), \(-(index + 1)))")
+            }
+        }
+        if !valued.isEmpty { parts.insert("pg_catalog.hash_record_extended(ROW(\(valued.joined(separator: ", "))), 0)", at: 0) }
+        return "(" + parts.joined(separator: " # ") + ")"
     }
 
     /// The bucket of a row: the low bits of its row hash. A row that differs
@@ -91,11 +145,13 @@ public enum TableDiff {
         "pg_catalog.jsonb_build_object(" + table.key.map { SQL.literal($0) + ", " + alias + "." + SQL.identifier($0) }.joined(separator: ", ") + ")::text"
     }
 
-    /// Per bucket: `bucket`, `row_count`, `hash_high`, `hash_low`. With one
+    /// Per bucket: `bucket`, `row_count`, `hash_sum`. With one
     /// bucket, the whole table's summary without grouping (the cheapest scan:
     /// the first look at a table, enough when it is identical).
     public static func summarySQL(_ table: Table, buckets: Int) -> String {
-        let sums = "count(*) AS row_count, sum((h >> 32)::int4) AS hash_high, sum((h & 2147483647)::int4) AS hash_low"
+        // sum(bigint) accumulates in 128 bits: exact, and cheaper than any
+        // split of the hash into int4 halves.
+        let sums = "count(*) AS row_count, coalesce(sum(h), 0)::text AS hash_sum"
         let hashed = "(SELECT \(rowHash(table, alias: "r")) AS h FROM \(table.name.sql) AS r) AS x"
         if buckets <= 1 { return "SELECT 0 AS bucket, \(sums) FROM \(hashed)" }
         return "SELECT \(bucket(hash: "h", buckets: buckets)) AS bucket, \(sums) FROM \(hashed) GROUP BY 1"
@@ -146,14 +202,13 @@ public enum TableDiff {
     /// One bucket's summary on one node.
     public struct Summary: Sendable, Equatable {
         public var rows: Int64
-        public var high: Int64
-        public var low: Int64
-        public init(rows: Int64, high: Int64, low: Int64) {
+        /// The exact sum of the rows' 64-bit hashes, as the server's decimal text.
+        public var sum: String
+        public init(rows: Int64, sum: String) {
             self.rows = rows
-            self.high = high
-            self.low = low
+            self.sum = sum
         }
-        public static let empty = Summary(rows: 0, high: 0, low: 0)
+        public static let empty = Summary(rows: 0, sum: "0")
     }
 
     /// Buckets whose summaries are not the same on every node (a bucket a
@@ -161,7 +216,7 @@ public enum TableDiff {
     public static func differingBuckets(_ summaries: [String: [Int: Summary]]) -> [Int] {
         let all = Set(summaries.values.flatMap(\.keys))
         return all.filter { bucket in
-            Set(summaries.values.map { $0[bucket] ?? .empty }.map { [$0.rows, $0.high, $0.low] }).count > 1
+            Set(summaries.values.map { $0[bucket] ?? .empty }.map { "\($0.rows) \($0.sum)" }).count > 1
         }.sorted()
     }
 

@@ -30,12 +30,39 @@ struct TableDiffTests {
         #expect(TableDiff.keysParameter(["{\"a\": 1}", "{\"a\": 2}"]) == "[{\"a\": 1},{\"a\": 2}]")
     }
 
+    @Test("hashed by value: exact built-in types in one record hash, numeric/float/interval by their binary form, the rest by text")
+    func hashingByValue() {
+        #expect(TableDiff.Hashing.of(typeName: "int8", builtIn: true, deterministic: true) == .value)
+        #expect(TableDiff.Hashing.of(typeName: "text", builtIn: true, deterministic: true) == .value)
+        // Equal but not identical values (1.5 = 1.50, '1 day' = '24 hours', -0 = 0) must not hash alike.
+        #expect(TableDiff.Hashing.of(typeName: "numeric", builtIn: true, deterministic: true) == .binary(function: "numeric_send"))
+        #expect(TableDiff.Hashing.of(typeName: "interval", builtIn: true, deterministic: true) == .binary(function: "interval_send"))
+        #expect(TableDiff.Hashing.of(typeName: "float8", builtIn: true, deterministic: true) == .binary(function: "float8send"))
+        // A nondeterministic collation, an extension's or a user's type (an enum's hash is its OID), jsonb, bpchar: text.
+        #expect(TableDiff.Hashing.of(typeName: "text", builtIn: true, deterministic: false) == .text)
+        #expect(TableDiff.Hashing.of(typeName: "mood", builtIn: false, deterministic: true) == .text)
+        #expect(TableDiff.Hashing.of(typeName: "jsonb", builtIn: true, deterministic: true) == .text)
+        #expect(TableDiff.Hashing.of(typeName: "bpchar", builtIn: true, deterministic: true) == .text)
+        #expect(TableDiff.Hashing.of(typeName: "timetz", builtIn: true, deterministic: true) == .text)
+
+        var mixed = TableDiff.Table(name: QualifiedName(schema: "public", name: "t"),
+                                    columns: [.init(name: "id", type: "bigint", hashing: .value),
+                                              .init(name: "doc", type: "jsonb", hashing: .text),
+                                              .init(name: "amount", type: "numeric", hashing: .binary(function: "numeric_send"))],
+                                    key: ["id"], byValue: true)
+        #expect(TableDiff.summarySQL(mixed, buckets: 1).contains(
+            "(pg_catalog.hash_record_extended(ROW(r.id, pg_catalog.numeric_send(r.amount)), 0) # coalesce(pg_catalog.hashtextextended((r.doc)::text, 2), -2))"))
+        // A node without hash_record_extended (13) anywhere: every column by text.
+        mixed.byValue = false
+        #expect(!TableDiff.summarySQL(mixed, buckets: 1).contains("hash_record_extended"))
+    }
+
     @Test("a bucket differs when its count or either sum differs on any node, or it is missing on one")
     func differingBuckets() {
-        let same = TableDiff.Summary(rows: 3, high: 10, low: 20)
+        let same = TableDiff.Summary(rows: 3, sum: "10020")
         let summaries: [String: [Int: TableDiff.Summary]] = [
             "n1": [0: same, 1: same, 2: same, 3: same, 5: .empty],
-            "n2": [0: same, 1: TableDiff.Summary(rows: 3, high: 11, low: 20), 2: TableDiff.Summary(rows: 2, high: 10, low: 20), 3: same],
+            "n2": [0: same, 1: TableDiff.Summary(rows: 3, sum: "11020"), 2: TableDiff.Summary(rows: 2, sum: "10020"), 3: same],
             "n3": [0: same, 1: same, 2: same, 4: same],
         ]
         #expect(TableDiff.differingBuckets(summaries) == [1, 2, 3, 4])
@@ -46,8 +73,8 @@ struct TableDiffTests {
     @Test("batches hold at most the limit of rows (the largest node's count), a large bucket alone")
     func batches() {
         let summaries: [String: [Int: TableDiff.Summary]] = [
-            "n1": [1: .init(rows: 40, high: 0, low: 0), 2: .init(rows: 40, high: 0, low: 0), 3: .init(rows: 500, high: 0, low: 0), 4: .init(rows: 10, high: 0, low: 0)],
-            "n2": [1: .init(rows: 70, high: 0, low: 0)],
+            "n1": [1: .init(rows: 40, sum: "0"), 2: .init(rows: 40, sum: "0"), 3: .init(rows: 500, sum: "0"), 4: .init(rows: 10, sum: "0")],
+            "n2": [1: .init(rows: 70, sum: "0")],
         ]
         #expect(TableDiff.batches([1, 2, 3, 4], summaries: summaries, limit: 100) == [[1], [2], [3], [4]])
         #expect(TableDiff.batches([2, 4], summaries: summaries, limit: 100) == [[2, 4]])
@@ -86,7 +113,7 @@ struct TableDiffTests {
 @Suite("ContentCheck: a table enters the mesh identical everywhere")
 struct ContentCheckTests {
     let users = QualifiedName(schema: "public", name: "users")
-    let same = [0: TableDiff.Summary(rows: 5, high: 1, low: 2)]
+    let same = [0: TableDiff.Summary(rows: 5, sum: "1002")]
 
     @Test("empty everywhere passes without hashing; rows on one node only fail, naming the nodes and the way out")
     func emptiness() {
@@ -115,7 +142,7 @@ struct ContentCheckTests {
         var two = one
         #expect(ContentCheck.needsHashes(["n1": one, "n2": two]))
         #expect(ContentCheck.judge(users, facts: ["n1": one, "n2": two], nodes: ["n1", "n2"], running: false, hashSkipped: false).status == .pass)
-        two.summary = [0: TableDiff.Summary(rows: 5, high: 1, low: 3)]
+        two.summary = [0: TableDiff.Summary(rows: 5, sum: "1003")]
         let differs = ContentCheck.judge(users, facts: ["n1": one, "n2": two], nodes: ["n1", "n2"], running: false, hashSkipped: false)
         #expect(differs.status == .failure && differs.message.contains("differs between the nodes (rows: n1 5, n2 5"))
         one.summary = nil
