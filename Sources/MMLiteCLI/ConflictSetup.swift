@@ -24,7 +24,8 @@ struct ConflictSetup {
                 do {
                     let columns = try Self.columns(of: name, connection)
                     guard !columns.isEmpty else { continue }
-                    let table = ConflictSQL.Table(name: name, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto)
+                    let table = ConflictSQL.Table(name: name, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto,
+                                                  deltaColumns: config.tableSettings[name]?.deltaColumns ?? [])
                     try ConflictSQL.validate(table)
                     described.append(table)
                     found = true

@@ -65,7 +65,8 @@ struct MigrationTransaction {
         for name in optedIn {
             let table = ConflictSQL.Table(name: name, columns: try ConflictSetup.columnsInTransaction(of: name, connection),
                                           policy: config.tableSettings[name]?.conflicts ?? .lastUpdateWins,
-                                          nativeApply: config.mesh.conflictApply == .auto)
+                                          nativeApply: config.mesh.conflictApply == .auto,
+                                          deltaColumns: config.tableSettings[name]?.deltaColumns ?? [])
             guard registry[table.registryName] != ConflictSQL.definition(table) else { continue }
             try execute(try ConflictSQL.reshape(table, changeColumns: try stored(ConflictSQL.changeTable(name)),
                                                 versionColumns: try stored(ConflictSQL.versionTable(name)), node: work.node))

@@ -108,7 +108,14 @@ public enum FilterMode: String, Sendable, Equatable, CaseIterable {
 /// handling, which `mmlite apply` installs (Conflict.swift, docs/conflicts.md).
 public struct TableSettings: Sendable, Equatable {
     public var conflicts: ConflictPolicy?
-    public init(conflicts: ConflictPolicy? = nil) { self.conflicts = conflicts }
+    /// Columns whose updates travel as their change (new - old) and are added
+    /// on every node, so concurrent increments all count (docs/conflicts.md,
+    /// "Delta columns"); needs `conflicts = "last-update-wins"`.
+    public var deltaColumns: [String]
+    public init(conflicts: ConflictPolicy? = nil, deltaColumns: [String] = []) {
+        self.conflicts = conflicts
+        self.deltaColumns = deltaColumns
+    }
 }
 
 public enum ConflictPolicy: String, Sendable, Equatable, CaseIterable {
@@ -299,11 +306,28 @@ extension MeshConfig {
                 guard let settings = table[key]?.table else { throw error(path, "must be a table") }
                 var result = TableSettings()
                 for settingKey in settings.keys {
-                    guard settingKey == "conflicts" else { throw error("\(path).\(settingKey)", "unknown setting (known: conflicts)") }
-                    guard let text = settings[settingKey]?.string, let policy = ConflictPolicy(rawValue: text) else {
-                        throw error("\(path).conflicts", "must be one of " + ConflictPolicy.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+                    switch settingKey {
+                    case "conflicts":
+                        guard let text = settings[settingKey]?.string, let policy = ConflictPolicy(rawValue: text) else {
+                            throw error("\(path).conflicts", "must be one of " + ConflictPolicy.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+                        }
+                        result.conflicts = policy
+                    case "delta_columns":
+                        guard let array = settings[settingKey]?.array else {
+                            throw error("\(path).delta_columns", "must be an array of column names, e.g. [\"balance\"]")
+                        }
+                        let names = array.compactMap(\.string)
+                        guard names.count == array.count, !names.isEmpty else {
+                            throw error("\(path).delta_columns", "must be an array of column names, e.g. [\"balance\"]")
+                        }
+                        guard Set(names).count == names.count else { throw error("\(path).delta_columns", "names a column twice") }
+                        result.deltaColumns = names
+                    default:
+                        throw error("\(path).\(settingKey)", "unknown setting (known: conflicts, delta_columns)")
                     }
-                    result.conflicts = policy
+                }
+                if !result.deltaColumns.isEmpty, result.conflicts != .lastUpdateWins {
+                    throw error("\(path).delta_columns", "needs conflicts = \"last-update-wins\" on the same table (the other columns keep last-update-wins)")
                 }
                 tableSettings[name] = result
             }

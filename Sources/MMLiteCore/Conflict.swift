@@ -72,13 +72,20 @@ public enum ConflictSQL {
         /// Use the native apply trigger of mmlite.so where the node's server
         /// has it (`[mesh] conflict_apply = "auto"`); false: SQL only.
         public var nativeApply: Bool
+        /// Columns whose updates travel as their change and are added on
+        /// every node (`delta_columns`; "Delta columns" in docs/conflicts.md).
+        public var deltaColumns: [String]
 
-        public init(name: QualifiedName, columns: [Column], policy: ConflictPolicy, nativeApply: Bool = true) {
+        public init(name: QualifiedName, columns: [Column], policy: ConflictPolicy, nativeApply: Bool = true, deltaColumns: [String] = []) {
             self.name = name
             self.columns = columns
             self.policy = policy
             self.nativeApply = nativeApply
+            self.deltaColumns = deltaColumns
         }
+
+        /// The delta columns as the catalog describes them, in table order.
+        public var deltas: [Column] { columns.filter { deltaColumns.contains($0.name) && !$0.generated } }
 
         public var keyColumns: [Column] {
             columns.filter { $0.keyPosition != nil }.sorted { $0.keyPosition! < $1.keyPosition! }
@@ -100,6 +107,25 @@ public enum ConflictSQL {
 
     public static func versionTable(_ table: QualifiedName) -> QualifiedName {
         QualifiedName(schema: "mmlite", name: "\(table.schema).\(table.name)$versions")
+    }
+
+    /// Tables with delta columns: per key and row life (the version of the
+    /// insert that began it), the delta columns' totals of lives that are not
+    /// the row's current one (a deleted row, a concurrent insert that lost, a
+    /// life whose insert has not arrived yet).
+    public static func livesTable(_ table: QualifiedName) -> QualifiedName {
+        QualifiedName(schema: "mmlite", name: "\(table.schema).\(table.name)$lives")
+    }
+
+    /// The change-table column carrying a delta column's change (new - old).
+    public static func deltaChangeColumn(_ column: String) -> String { "mm_delta_" + column }
+    /// Tables with delta columns: the change row's row life, and the version row's.
+    static let lifeChangeColumns = ["mm_life_ms", "mm_life_counter", "mm_life_node"]
+    static let lifeVersionColumns = ["life_ms", "life_counter", "life_node"]
+    /// The types a delta column may have (`format_type` text): whole numbers
+    /// and numeric, where addition is exact and commutes.
+    static func isDeltaType(_ type: String) -> Bool {
+        ["smallint", "integer", "bigint", "numeric"].contains(type) || type.hasPrefix("numeric(")
     }
 
     static func function(_ table: QualifiedName, _ suffix: String) -> QualifiedName {
@@ -131,8 +157,44 @@ public enum ConflictSQL {
         for column in table.columns where !column.generated && changeMetaColumns.contains(column.name) {
             throw GenerationError(message: "\(table.name.sql): column \(column.name) clashes with a column of the change table; rename it to opt in to conflict handling")
         }
-        for column in table.keyColumns where versionMetaColumns.contains(column.name) {
+        for column in table.keyColumns where versionMetaColumns.contains(column.name) || lifeVersionColumns.contains(column.name) {
             throw GenerationError(message: "\(table.name.sql): primary-key column \(column.name) clashes with a column of the version table; rename it to opt in to conflict handling")
+        }
+        try validateDeltas(table)
+    }
+
+    static func validateDeltas(_ table: Table) throws {
+        guard !table.deltaColumns.isEmpty else { return }
+        let setting = "[tables.\"\(table.registryName)\"] delta_columns"
+        if table.policy != .lastUpdateWins {
+            throw GenerationError(message: "\(setting) needs conflicts = \"last-update-wins\"")
+        }
+        for name in table.deltaColumns {
+            guard let column = table.columns.first(where: { $0.name == name }) else {
+                throw GenerationError(message: "\(setting): \(table.name.sql) has no column \(SQL.identifier(name)); remove it from delta_columns or add the column")
+            }
+            if column.keyPosition != nil {
+                throw GenerationError(message: "\(setting): \(name) is part of the primary key; a key cannot be a counter")
+            }
+            if column.generated || column.identityAlways {
+                throw GenerationError(message: "\(setting): \(name) is a generated or identity column; only columns the application writes can be delta columns")
+            }
+            if !isDeltaType(column.type) {
+                throw GenerationError(message: "\(setting): \(name) is \(column.type); delta columns must be smallint, integer, bigint or numeric (additions of other types are not exact, or not numbers)")
+            }
+            let changeName = deltaChangeColumn(name)
+            if changeName.utf8.count > ObjectNames.maximumLength {
+                throw GenerationError(message: "\(setting): the change-table column \(changeName) would exceed \(ObjectNames.maximumLength) bytes; shorten the column name")
+            }
+            if table.columns.contains(where: { $0.name == changeName }) {
+                throw GenerationError(message: "\(setting): \(table.name.sql) already has a column \(changeName), which the change table needs for \(name)'s change; rename it")
+            }
+        }
+        for column in table.columns where lifeChangeColumns.contains(column.name) {
+            throw GenerationError(message: "\(table.name.sql): column \(column.name) clashes with a column of the change table; rename it to use delta columns")
+        }
+        if livesTable(table.name).name.utf8.count > ObjectNames.maximumLength {
+            throw GenerationError(message: "\(table.name.sql): the name \(livesTable(table.name).name) would exceed \(ObjectNames.maximumLength) bytes; shorten the schema or table name")
         }
     }
 
@@ -178,26 +240,67 @@ public enum ConflictSQL {
         // ON CONFLICT branch keeps the replaced version as prev_*, which
         // RETURNING hands back), and append the change rows, in one statement.
         // `rows` yields the key columns and `op`; `join` adds the row images.
-        func emit(_ rows: String, join: String?) -> String {
+        let deltas = table.deltas
+        let lives = livesTable(table.name).sql
+        func emit(_ rows: String, join: String?, oldJoin: String? = nil) -> String {
             let changeValues = writable.map { column in
                 column.keyPosition != nil || join == nil ? "v.\(id(column))" : "n.\(id(column))"
             }
-            let changeColumns = (join == nil ? keys : writable).map(id).joined(separator: ", ")
-            let selected = join == nil ? keys.map { "v.\(id($0))" } : changeValues
+            var changeColumns = (join == nil ? keys : writable).map(id)
+            var selected = join == nil ? keys.map { "v.\(id($0))" } : changeValues
+            var versionColumns = "\(keyList), v_ms, v_counter, v_node, op"
+            var versionValues = "\(values("r", keys)), now_ms, 0, \(me), r.op"
+            var lifeSet = ""
+            var lifeReturned = ""
+            if !deltas.isEmpty {
+                // A row's life begins with its insert: the life is that insert's version.
+                versionColumns += ", life_ms, life_counter, life_node"
+                versionValues += ", CASE WHEN r.op = 'insert' THEN now_ms ELSE 0 END, 0, CASE WHEN r.op = 'insert' THEN \(me) ELSE '' END"
+                lifeSet = """
+                    ,
+                                        life_ms = CASE WHEN EXCLUDED.op = 'insert' THEN (CASE WHEN now_ms > v.v_ms THEN now_ms ELSE v.v_ms END) ELSE v.life_ms END,
+                                        life_counter = CASE WHEN EXCLUDED.op = 'insert' THEN (CASE WHEN now_ms > v.v_ms THEN 0 ELSE v.v_counter + 1 END) ELSE v.life_counter END,
+                                        life_node = CASE WHEN EXCLUDED.op = 'insert' THEN \(me) ELSE v.life_node END
+                    """
+                lifeReturned = ", v.life_ms, v.life_counter, v.life_node"
+                changeColumns += lifeChangeColumns + deltas.map { SQL.identifier(deltaChangeColumn($0.name)) }
+                selected += ["v.life_ms", "v.life_counter", "v.life_node"]
+                    + deltas.map { oldJoin == nil ? "NULL" : "n.\(id($0)) - o.\(id($0))" }
+            }
+            let joins = [join, oldJoin].compactMap { $0 }.map { " " + $0 }.joined()
             return """
                     WITH v AS (
-                        INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op)
-                        SELECT \(values("r", keys)), now_ms, 0, \(me), r.op FROM \(rows) r
+                        INSERT INTO \(versions) AS v (\(versionColumns))
+                        SELECT \(versionValues) FROM \(rows) r
                         ON CONFLICT (\(keyList)) DO UPDATE SET
                             v_ms = CASE WHEN now_ms > v.v_ms THEN now_ms ELSE v.v_ms END,
                             v_counter = CASE WHEN now_ms > v.v_ms THEN 0 ELSE v.v_counter + 1 END,
                             v_node = \(me), op = EXCLUDED.op, changed_at = pg_catalog.now(),
-                            prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op
-                        RETURNING \(values("v", keys)), v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node)
-                    INSERT INTO \(changes) (mm_node, mm_op, mm_v_ms, mm_v_counter, mm_prev_ms, mm_prev_counter, mm_prev_node, \(changeColumns))
-                    SELECT \(me), v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, \(selected.joined(separator: ", ")) FROM v\(join.map { " " + $0 } ?? "");
+                            prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op\(lifeSet)
+                        RETURNING \(values("v", keys)), v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node\(lifeReturned))
+                    INSERT INTO \(changes) (mm_node, mm_op, mm_v_ms, mm_v_counter, mm_prev_ms, mm_prev_counter, mm_prev_node, \(changeColumns.joined(separator: ", ")))
+                    SELECT \(me), v.op, v.v_ms, v.v_counter, v.prev_ms, v.prev_counter, v.prev_node, \(selected.joined(separator: ", ")) FROM v\(joins);
             """
         }
+        // Delta columns never hold NULL: NULL + a change is NULL on this node but
+        // the change on the others, so a write storing one is refused.
+        let deltaNullGuard = deltas.isEmpty ? "" : """
+                    IF EXISTS (SELECT FROM mm_new n WHERE \(deltas.map { "n.\(id($0)) IS NULL" }.joined(separator: " OR "))) THEN
+                        RAISE EXCEPTION USING ERRCODE = 'not_null_violation',
+                            MESSAGE = \(SQL.literal("a delta column of \(table.registryName) (\(deltas.map(\.name).joined(separator: ", "))) cannot be set to NULL")),
+                            HINT = 'delta columns replicate additions, and NULL cannot be added to (docs/conflicts.md, "Delta columns"); write 0 instead';
+                    END IF;
+
+            """
+        // A row deleted here keeps its life's totals aside: a concurrent later
+        // update of that life, arriving afterwards, brings the row back with them.
+        let saveDeletedLives = deltas.isEmpty ? "" : """
+
+                    INSERT INTO \(lives) AS l (\(keyList), life_ms, life_counter, life_node, \(deltas.map(id).joined(separator: ", ")))
+                    SELECT \(values("o", keys)), v.life_ms, v.life_counter, v.life_node, \(values("o", deltas))
+                    FROM mm_old o JOIN \(versions) v ON \(match("v", "o")) WHERE v.op = 'delete'
+                    ON CONFLICT (\(keyList), life_ms, life_counter, life_node) DO UPDATE SET \(deltas.map { "\(id($0)) = EXCLUDED.\(id($0))" }.joined(separator: ", ")), changed_at = pg_catalog.now();
+            """
         let newKeys = keys.map { "n.\(id($0))" }.joined(separator: ", ")
         let oldKeys = keys.map { "o.\(id($0))" }.joined(separator: ", ")
         let insertRows = "(SELECT \(newKeys), 'insert' AS op FROM mm_new n)"
@@ -254,57 +357,40 @@ public enum ConflictSQL {
         // The fast path's write of an existing user row (a key-only table has nothing to write).
         let updateUser = nonKey.isEmpty ? "" : "\n            ELSE\n                UPDATE \(user) t SET "
             + nonKey.map { "\(id($0)) = NEW.\(id($0))" }.joined(separator: ", ") + " WHERE \(match("t", "NEW"));"
-        let userColumnDefinitions = writable.map { "\(id($0)) \($0.type)" }
-        return """
-            \(upgrade(table, changes: changesName, versions: versionsName))
-            CREATE TABLE IF NOT EXISTS \(changes) (
-                mm_node text NOT NULL,
-                mm_id bigint GENERATED BY DEFAULT AS IDENTITY,
-                mm_op text NOT NULL,
-                mm_v_ms bigint NOT NULL,
-                mm_v_counter integer NOT NULL,
-                mm_prev_ms bigint,
-                mm_prev_counter integer,
-                mm_prev_node text,
-                \(userColumnDefinitions.map { $0 + "," }.joined(separator: "\n    "))
-                PRIMARY KEY (mm_node, mm_id)
-            );
-            ALTER TABLE \(changes) \(userColumnDefinitions.map { "ADD COLUMN IF NOT EXISTS " + $0 }.joined(separator: ", "));
-            CREATE TABLE IF NOT EXISTS \(versions) (
-                \(keys.map { "\(id($0)) \($0.type) NOT NULL," }.joined(separator: "\n    "))
-                v_ms bigint NOT NULL,
-                v_counter integer NOT NULL,
-                v_node text NOT NULL,
-                op text NOT NULL,
-                changed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-                prev_ms bigint,
-                prev_counter integer,
-                prev_node text,
-                prev_op text,
-                PRIMARY KEY (\(keyList))
-            ) WITH (fillfactor = 70);
-            -- Room on every page for HOT updates of the version rows (generation 3).
-            ALTER TABLE \(versions) SET (fillfactor = 70);
-
-            -- Local writes: a new version per key (hybrid logical clock, always
-            -- greater than the version it replaces) and a change row.
-            CREATE OR REPLACE FUNCTION \(capture)() RETURNS trigger
-            LANGUAGE plpgsql AS $mmlite$
-            DECLARE
-                now_ms bigint;
+        // Delta columns: the change row's life and changes, the version row's
+        // life, the lives table; change-table columns of delta columns no
+        // longer configured are dropped (the native trigger reads only known
+        // columns, and a change table is never read back).
+        let wantedDeltaColumns = deltas.isEmpty ? [] : lifeChangeColumns + deltas.map { deltaChangeColumn($0.name) }
+        let dropStaleDeltaColumns = """
+            DO $mmlite$
+            DECLARE c text;
             BEGIN
-                now_ms := (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint
-                    + coalesce(nullif(pg_catalog.current_setting('mmlite.clock_offset_ms', true), '')::bigint, 0);
-                IF TG_OP = 'INSERT' THEN
-            \(emit(insertRows, join: "JOIN mm_new n ON \(match("n", "v"))"))
-                ELSIF TG_OP = 'DELETE' THEN
-            \(emit(deleteRows, join: nil))
-                ELSE
-            \(emit(updateRows, join: "LEFT JOIN mm_new n ON \(match("n", "v")) AND v.op <> 'delete'"))
-                END IF;
-                RETURN NULL;
+                FOR c IN SELECT a.attname FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = \(SQL.literal(changes))::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+                           AND (a.attname LIKE 'mm\\_delta\\_%' OR a.attname LIKE 'mm\\_life\\_%')
+                           AND a.attname <> ALL (\(SQL.literal("{" + wantedDeltaColumns.map { "\"\($0)\"" }.joined(separator: ",") + "}"))::text[]) LOOP
+                    EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', \(SQL.literal(changes)), c);
+                END LOOP;
             END $mmlite$;
-
+            """
+        let deltaObjects = deltas.isEmpty ? dropStaleDeltaColumns : """
+            \(dropStaleDeltaColumns)
+            ALTER TABLE \(changes) ADD COLUMN IF NOT EXISTS mm_life_ms bigint, ADD COLUMN IF NOT EXISTS mm_life_counter integer,
+                ADD COLUMN IF NOT EXISTS mm_life_node text, \(deltas.map { "ADD COLUMN IF NOT EXISTS \(SQL.identifier(deltaChangeColumn($0.name))) \($0.type)" }.joined(separator: ", "));
+            ALTER TABLE \(versions) ADD COLUMN IF NOT EXISTS life_ms bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS life_counter integer NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS life_node text NOT NULL DEFAULT '';
+            CREATE TABLE IF NOT EXISTS \(lives) (
+                \(keys.map { "\(id($0)) \($0.type) NOT NULL," }.joined(separator: "\n    "))
+                life_ms bigint NOT NULL,
+                life_counter integer NOT NULL,
+                life_node text NOT NULL,
+                changed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+                PRIMARY KEY (\(keyList), life_ms, life_counter, life_node)
+            );
+            ALTER TABLE \(lives) \(deltas.map { "ADD COLUMN IF NOT EXISTS \(id($0)) \($0.type) NOT NULL DEFAULT 0" }.joined(separator: ", "));
+            """
+        let plainApply = """
             -- Runs in the apply worker (search_path = '', session_replication_role = replica).
             CREATE OR REPLACE FUNCTION \(apply)() RETURNS trigger
             LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $mmlite$
@@ -390,6 +476,212 @@ public enum ConflictSQL {
                 RETURN NULL;
             END $mmlite$;
 
+            """
+        // Tables with delta columns (docs/conflicts.md, "Delta columns"): every
+        // row life (the insert that began it) has, per delta column, a total:
+        // the insert's value plus every change made to that life, held in the
+        // user row while the life is the row's current one, else in the lives
+        // table. Each arriving insert or update adds its contribution to its
+        // life's total whatever order changes arrive in; which life is current,
+        // and every other column, is last-update-wins as for any opted-in table.
+        // Sums commute, so every node ends with the same totals.
+        func deltaApplySQL() -> String {
+            do {
+                let nonDelta = nonKey.filter { column in !deltas.contains { $0.name == column.name } }
+                let declare = deltas.enumerated().map { "d\($0.offset) \($0.element.type); t\($0.offset) \($0.element.type);" }.joined(separator: " ")
+                let contributions = deltas.enumerated().map { index, column in
+                    // A change from a node whose conflict handling predates the
+                    // delta column carries no change: it adds nothing.
+                    "d\(index) := coalesce(CASE NEW.mm_op WHEN 'insert' THEN NEW.\(id(column)) ELSE NEW.\(SQL.identifier(deltaChangeColumn(column.name))) END, 0);"
+                }.joined(separator: "\n                ")
+                let deltaNames = deltas.map(id).joined(separator: ", ")
+                let lifeKey = "\(keyList), life_ms, life_counter, life_node"
+                func saveCurrentLife() -> String {
+                    """
+                    INSERT INTO \(lives) AS l (\(lifeKey), \(deltaNames))
+                            SELECT \(values("t", keys)), l_ms, l_counter, l_node, \(values("t", deltas)) FROM \(user) t WHERE \(match("t", "NEW"))
+                            ON CONFLICT (\(lifeKey)) DO UPDATE SET \(deltas.map { "\(id($0)) = EXCLUDED.\(id($0))" }.joined(separator: ", ")), changed_at = pg_catalog.now();
+                    """
+                }
+                func version(life: (String, String, String)) -> String {
+                    """
+                    INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op, life_ms, life_counter, life_node)
+                            VALUES (\(values("NEW", keys)), NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node, NEW.mm_op, \(life.0), \(life.1), \(life.2))
+                            ON CONFLICT (\(keyList)) DO UPDATE SET v_ms = EXCLUDED.v_ms, v_counter = EXCLUDED.v_counter,
+                                v_node = EXCLUDED.v_node, op = EXCLUDED.op, changed_at = pg_catalog.now(),
+                                prev_ms = v.v_ms, prev_counter = v.v_counter, prev_node = v.v_node, prev_op = v.op,
+                                life_ms = EXCLUDED.life_ms, life_counter = EXCLUDED.life_counter, life_node = EXCLUDED.life_node;
+                    """
+                }
+                let remoteWinsLog = """
+                    IF c_ms IS NOT NULL AND (NEW.mm_prev_ms, NEW.mm_prev_counter, NEW.mm_prev_node) IS DISTINCT FROM (c_ms, c_counter, c_node) THEN
+                    \(logConflict("remote", SQL.literal("last update wins: remote version is newer"), "c_ms", "c_counter", "c_node", "c_op"))
+                            END IF;
+                    """
+                let localWinsLog = logConflict("local", "reason", "c_ms", "c_counter", "c_node", "c_op")
+                let setNonDelta = nonDelta.map { "\(id($0)) = NEW.\(id($0))" }
+                let addToRow = deltas.enumerated().map { "\(id($0.element)) = t.\(id($0.element)) + d\($0.offset)" }
+                let setTotals = deltas.enumerated().map { "\(id($0.element)) = coalesce(t\($0.offset), 0) + d\($0.offset)" }
+                let takeLife = deltas.indices.map { "t\($0)" }.joined(separator: ", ")
+                let insertedValues = writable.map { column -> String in
+                    if let index = deltas.firstIndex(where: { $0.name == column.name }) { return "coalesce(t\(index), 0) + d\(index)" }
+                    return "NEW.\(id(column))"
+                }
+                return """
+            -- Runs in the apply worker (search_path = '', session_replication_role = replica).
+            CREATE OR REPLACE FUNCTION \(apply)() RETURNS trigger
+            LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $mmlite$
+            DECLARE
+                c_ms bigint; c_counter integer; c_node text; c_op text;
+                l_ms bigint := 0; l_counter integer := 0; l_node text := '';
+                n_ms bigint; n_counter integer; n_node text;
+                existed boolean; inserted boolean := false; wins boolean; reason text;
+                \(declare)
+            BEGIN
+                IF NEW.mm_node = \(me) THEN RETURN NULL; END IF;
+                -- The life the change belongs to: an insert begins its own.
+                IF NEW.mm_op = 'insert' THEN
+                    n_ms := NEW.mm_v_ms; n_counter := NEW.mm_v_counter; n_node := NEW.mm_node;
+                ELSE
+                    n_ms := coalesce(NEW.mm_life_ms, 0); n_counter := coalesce(NEW.mm_life_counter, 0); n_node := coalesce(NEW.mm_life_node, '');
+                END IF;
+                \(contributions)
+                -- Lock order as in local writes: the user row (inserted when an
+                -- insert or update finds none, which waits for a local insert in
+                -- flight; taken back if the change does not apply), then the
+                -- version row.
+                PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                existed := FOUND;
+                IF NOT existed AND NEW.mm_op <> 'delete' THEN
+                    INSERT INTO \(user) (\(columnList))\(overriding) VALUES (\(values("NEW", writable)))
+                    ON CONFLICT (\(keyList)) DO NOTHING;
+                    inserted := FOUND;
+                    IF NOT inserted THEN
+                        PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                        existed := FOUND;
+                    END IF;
+                END IF;
+                SELECT v.v_ms, v.v_counter, v.v_node, v.op, v.life_ms, v.life_counter, v.life_node
+                    INTO c_ms, c_counter, c_node, c_op, l_ms, l_counter, l_node
+                    FROM \(versions) v WHERE \(match("v", "NEW")) FOR UPDATE;
+                IF NOT FOUND THEN
+                    l_ms := 0; l_counter := 0; l_node := '';  -- a row older than conflict handling
+                END IF;
+                wins := c_ms IS NULL OR (NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node COLLATE "C") > (c_ms, c_counter, c_node COLLATE "C");
+                IF NEW.mm_op = 'delete' THEN
+                    IF wins THEN
+                        IF existed THEN
+                            \(saveCurrentLife())
+                            DELETE FROM \(user) t WHERE \(match("t", "NEW"));
+                        END IF;
+                        \(version(life: ("l_ms", "l_counter", "l_node")))
+                        \(remoteWinsLog)
+                    ELSE
+                        reason := 'last update wins: local version is newer';
+            \(localWinsLog)
+                    END IF;
+                    RETURN NULL;
+                END IF;
+                IF existed AND (n_ms, n_counter, n_node) = (l_ms, l_counter, l_node) THEN
+                    -- The row's current life: its change counts whichever version wins.
+                    UPDATE \(user) t SET \((addToRow + (nonDelta.isEmpty ? [] : ["/* and, if newer: */ " + nonDelta.map { "\(id($0)) = CASE WHEN wins THEN NEW.\(id($0)) ELSE t.\(id($0)) END" }.joined(separator: ", ")])).joined(separator: ", "))
+                        WHERE \(match("t", "NEW"));
+                    IF wins THEN
+                        \(version(life: ("l_ms", "l_counter", "l_node")))
+                        \(remoteWinsLog)
+                    ELSE
+                        reason := 'last update wins: local version is newer (delta columns added)';
+            \(localWinsLog)
+                    END IF;
+                ELSIF wins THEN
+                    -- Another life becomes the row's current one (or the row comes
+                    -- back): the current life's totals go aside, the new life's come in.
+                    IF existed THEN
+                        \(saveCurrentLife())
+                    END IF;
+                    DELETE FROM \(lives) l WHERE \(match("l", "NEW")) AND (l.life_ms, l.life_counter, l.life_node) = (n_ms, n_counter, n_node)
+                        RETURNING \(deltas.map { "l.\(id($0))" }.joined(separator: ", ")) INTO \(takeLife);
+                    IF existed OR inserted THEN
+                        UPDATE \(user) t SET \((setNonDelta + setTotals).joined(separator: ", ")) WHERE \(match("t", "NEW"));
+                    ELSE
+                        INSERT INTO \(user) (\(columnList))\(overriding) VALUES (\(insertedValues.joined(separator: ", ")));
+                    END IF;
+                    \(version(life: ("n_ms", "n_counter", "n_node")))
+                    \(remoteWinsLog)
+                ELSE
+                    -- Another life, and the row's version (or its tombstone) is
+                    -- newer: the change counts in its own life's total, aside.
+                    IF inserted THEN
+                        DELETE FROM \(user) t WHERE \(match("t", "NEW"));
+                        inserted := false;
+                    END IF;
+                    INSERT INTO \(lives) AS l (\(lifeKey), \(deltaNames))
+                    VALUES (\(values("NEW", keys)), n_ms, n_counter, n_node, \(deltas.indices.map { "d\($0)" }.joined(separator: ", ")))
+                    ON CONFLICT (\(lifeKey)) DO UPDATE SET \(deltas.map { "\(id($0)) = l.\(id($0)) + EXCLUDED.\(id($0))" }.joined(separator: ", ")), changed_at = pg_catalog.now();
+                    reason := CASE WHEN c_op = 'delete' THEN 'last update wins: the row was deleted later (its delta columns are kept aside)'
+                                   ELSE 'last update wins: local version is newer (delta columns kept aside with their row life)' END;
+            \(localWinsLog)
+                END IF;
+                RETURN NULL;
+            END $mmlite$;
+
+            """
+            }
+        }
+        let userColumnDefinitions = writable.map { "\(id($0)) \($0.type)" }
+        return """
+            \(upgrade(table, changes: changesName, versions: versionsName))
+            CREATE TABLE IF NOT EXISTS \(changes) (
+                mm_node text NOT NULL,
+                mm_id bigint GENERATED BY DEFAULT AS IDENTITY,
+                mm_op text NOT NULL,
+                mm_v_ms bigint NOT NULL,
+                mm_v_counter integer NOT NULL,
+                mm_prev_ms bigint,
+                mm_prev_counter integer,
+                mm_prev_node text,
+                \(userColumnDefinitions.map { $0 + "," }.joined(separator: "\n    "))
+                PRIMARY KEY (mm_node, mm_id)
+            );
+            ALTER TABLE \(changes) \(userColumnDefinitions.map { "ADD COLUMN IF NOT EXISTS " + $0 }.joined(separator: ", "));
+            CREATE TABLE IF NOT EXISTS \(versions) (
+                \(keys.map { "\(id($0)) \($0.type) NOT NULL," }.joined(separator: "\n    "))
+                v_ms bigint NOT NULL,
+                v_counter integer NOT NULL,
+                v_node text NOT NULL,
+                op text NOT NULL,
+                changed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+                prev_ms bigint,
+                prev_counter integer,
+                prev_node text,
+                prev_op text,
+                PRIMARY KEY (\(keyList))
+            ) WITH (fillfactor = 70);
+            -- Room on every page for HOT updates of the version rows (generation 3).
+            ALTER TABLE \(versions) SET (fillfactor = 70);
+            \(deltaObjects)
+
+            -- Local writes: a new version per key (hybrid logical clock, always
+            -- greater than the version it replaces) and a change row.
+            CREATE OR REPLACE FUNCTION \(capture)() RETURNS trigger
+            LANGUAGE plpgsql AS $mmlite$
+            DECLARE
+                now_ms bigint;
+            BEGIN
+                now_ms := (extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint
+                    + coalesce(nullif(pg_catalog.current_setting('mmlite.clock_offset_ms', true), '')::bigint, 0);
+                IF TG_OP = 'INSERT' THEN
+            \(deltaNullGuard)\(emit(insertRows, join: "JOIN mm_new n ON \(match("n", "v"))"))
+                ELSIF TG_OP = 'DELETE' THEN
+            \(emit(deleteRows, join: nil))\(saveDeletedLives)
+                ELSE
+            \(deltaNullGuard)\(emit(updateRows, join: "LEFT JOIN mm_new n ON \(match("n", "v")) AND v.op <> 'delete'",
+                 oldJoin: deltas.isEmpty ? nil : "LEFT JOIN mm_old o ON \(match("o", "v")) AND v.op = 'update'"))\(saveDeletedLives)
+                END IF;
+                RETURN NULL;
+            END $mmlite$;
+
+            \(deltas.isEmpty ? plainApply : deltaApplySQL())
             DROP TRIGGER IF EXISTS mmlite_capture ON \(user);
             DROP TRIGGER IF EXISTS mmlite_capture_ins ON \(user);
             DROP TRIGGER IF EXISTS mmlite_capture_upd ON \(user);
@@ -402,7 +694,7 @@ public enum ConflictSQL {
                 REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
             \(truncateGuard(table))
             DROP TRIGGER IF EXISTS mmlite_apply ON \(changes);
-            \(table.nativeApply ? nativeApplyTrigger(table, node: node) : sqlApplyTriggerStatement(table) + ";")
+            \(table.nativeApply && deltas.isEmpty ? nativeApplyTrigger(table, node: node) : sqlApplyTriggerStatement(table) + ";")
             ALTER TABLE \(changes) ENABLE REPLICA TRIGGER mmlite_apply;
             """
     }
@@ -566,6 +858,13 @@ public enum ConflictSQL {
         """
         DELETE FROM \(changeTable(table).sql);
         DELETE FROM \(versionTable(table).sql) WHERE op = 'delete' AND changed_at < pg_catalog.now() - \(SQL.literal(tombstoneAge))::interval;
+        DO $mmlite$
+        BEGIN
+            -- Totals of row lives kept aside (delta columns) last as long as tombstones.
+            IF pg_catalog.to_regclass(\(SQL.literal(livesTable(table).sql))) IS NOT NULL THEN
+                DELETE FROM \(livesTable(table).sql) WHERE changed_at < pg_catalog.now() - \(SQL.literal(tombstoneAge))::interval;
+            END IF;
+        END $mmlite$;
         """
     }
 

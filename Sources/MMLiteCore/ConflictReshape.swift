@@ -9,7 +9,7 @@ extension ConflictSQL {
     /// table are never read again once sent, so its columns can change freely.
     public static func reshape(_ table: Table, changeColumns: [Column], versionColumns: [Column], node: String) throws -> String {
         try validate(table)
-        let versionKeys = versionColumns.filter { !versionMetaColumns.contains($0.name) }
+        let versionKeys = versionColumns.filter { !versionMetaColumns.contains($0.name) && !lifeVersionColumns.contains($0.name) }
         let writable = Dictionary(table.columns.filter { !$0.generated }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let keys = table.keyColumns
         guard versionKeys.isEmpty || versionKeys.map(\.name) == keys.map(\.name) else {
@@ -17,7 +17,9 @@ extension ConflictSQL {
         }
         var sql: [String] = []
         let changes = changeTable(table.name).sql
-        for column in changeColumns where !changeMetaColumns.contains(column.name) {
+        // Delta columns' change-table columns are install's (it drops stale ones).
+        let deltaColumns = Set(lifeChangeColumns + table.deltaColumns.map(deltaChangeColumn))
+        for column in changeColumns where !changeMetaColumns.contains(column.name) && !deltaColumns.contains(column.name) {
             guard let now = writable[column.name] else {
                 sql.append("ALTER TABLE \(changes) DROP COLUMN \(SQL.identifier(column.name));")
                 continue
@@ -38,7 +40,7 @@ extension ConflictSQL {
     /// Removes conflict handling of a table the migration dropped.
     public static func drop(registryName: String, table: QualifiedName) -> String {
         """
-        DROP TABLE IF EXISTS \(changeTable(table).sql), \(versionTable(table).sql);
+        DROP TABLE IF EXISTS \(changeTable(table).sql), \(versionTable(table).sql), \(livesTable(table).sql);
         DROP FUNCTION IF EXISTS \(function(table, "capture").sql)(), \(function(table, "apply").sql)();
         DELETE FROM mmlite.conflict_tables WHERE table_name = \(SQL.literal(registryName));
         """

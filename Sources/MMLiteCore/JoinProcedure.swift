@@ -194,7 +194,13 @@ public struct JoinProcedure: Sendable {
     var slotForNode: String { names.slot(subscriber: node) }
     var sourceSlot: String { names.slot(subscriber: node) }
     var tables: [QualifiedName] { observation?.tables ?? [] }
-    var versionTables: [QualifiedName] { (observation?.conflictTables ?? []).map { ConflictSQL.versionTable($0.name) } }
+    /// The conflict-handling tables copied with the user's: version tables, and
+    /// lives tables of tables with delta columns.
+    var versionTables: [QualifiedName] {
+        (observation?.conflictTables ?? []).flatMap { table in
+            [ConflictSQL.versionTable(table.name)] + (table.deltaColumns.isEmpty ? [] : [ConflictSQL.livesTable(table.name)])
+        }
+    }
 
     /// The first action.
     public mutating func start() -> Action {

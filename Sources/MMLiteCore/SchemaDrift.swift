@@ -348,7 +348,8 @@ public enum MeshDrift {
         var problems: [DriftProblem] = []
         for table in tables {
             guard let policy = config.tableSettings[table]?.conflicts, let columns = facts.columns[table] else { continue }
-            let described = ConflictSQL.Table(name: table, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto)
+            let described = ConflictSQL.Table(name: table, columns: columns, policy: policy, nativeApply: config.mesh.conflictApply == .auto,
+                                              deltaColumns: config.tableSettings[table]?.deltaColumns ?? [])
             func shape(_ name: QualifiedName) -> [TableShape.Column]? {
                 facts.columns[name].map { $0.map { TableShape.Column(name: $0.name, type: $0.type) } }
             }

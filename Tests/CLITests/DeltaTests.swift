@@ -1,0 +1,206 @@
+import ClusterHarness
+import Foundation
+import MMLiteCLI
+import MMLiteCore
+import PostgresClient
+import Testing
+
+extension TestMesh {
+    /// `pgbench -i` on every node (identical tables), with a uuid primary key
+    /// added to pgbench_history so it can be in the mesh.
+    func pgbenchInit() throws {
+        guard let pgbench = clusters.first?.installation.binary("pgbench") else { throw HarnessError("no pgbench") }
+        for (index, cluster) in clusters.enumerated() {
+            let initialize = try ChildProcess([pgbench, "-i", "-s", "1", "-q", cluster.conninfo], outputPath: harness.directory + "/pgbench-init-\(index + 1).out")
+            guard initialize.wait() == 0 else { throw HarnessError("pgbench -i failed: \(initialize.output)") }
+            try cluster.execute("ALTER TABLE public.pgbench_history ADD COLUMN id uuid PRIMARY KEY DEFAULT gen_random_uuid()")
+        }
+    }
+
+    /// The TPC-B books on node `index`: sums of the branch, teller and account
+    /// balances and of the history's deltas, which stock pgbench keeps equal.
+    func books(_ index: Int) throws -> [String] {
+        try self[index].execute("""
+            SELECT (SELECT sum(bbalance) FROM public.pgbench_branches), (SELECT sum(tbalance) FROM public.pgbench_tellers),
+                   (SELECT sum(abalance) FROM public.pgbench_accounts), (SELECT coalesce(sum(delta), 0) FROM public.pgbench_history)
+            """).rows.first?.map { $0 ?? "NULL" } ?? []
+    }
+}
+
+let pgbenchTables = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_history"]
+
+/// `counters` opts in with `n` as a delta column (nullable: the capture trigger refuses NULL).
+let counterSchema = "CREATE TABLE public.counters (id int PRIMARY KEY, note text, n bigint DEFAULT 0);"
+
+@Suite("delta columns: concurrent increments on every node all count", .enabled(if: installation != nil), .serialized)
+struct DeltaTests {
+    @Test("stock TPC-B (pgbench -n -c 2 -T 20) on three nodes at once, balances as delta columns: every node identical and sum(bbalance) = sum(tbalance) = sum(abalance) = sum(history.delta); without delta_columns the books break", arguments: [true, false])
+    func pgbenchBooks(_ deltas: Bool) throws {
+        let mesh = try TestMesh(3)
+        try mesh.pgbenchInit()
+        func table(_ name: String, _ column: String) -> String {
+            """
+
+            [tables."public.\(name)"]
+            conflicts = "last-update-wins"
+            \(deltas ? "delta_columns = [\"\(column)\"]" : "")
+
+            """
+        }
+        try mesh.writeConfig(tables: pgbenchTables, extraNodes: table("pgbench_accounts", "abalance") + table("pgbench_branches", "bbalance")
+                             + table("pgbench_tellers", "tbalance"))
+        let apply = mesh.mmlite(["apply"])
+        try #require(apply.code == 0, "\(apply)")
+        if deltas {
+            for index in 1...3 {
+                #expect(try mesh[index].scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = 'mmlite.\"public.pgbench_branches$changes\"'::regclass AND attname = 'mm_delta_bbalance'") == "1")
+            }
+        }
+        guard let pgbench = mesh.clusters.first?.installation.binary("pgbench") else { throw HarnessError("no pgbench") }
+        // -n: pgbench's own start-up truncates pgbench_history on each node,
+        // which would replicate into the others' first transactions.
+        let runs = try mesh.clusters.enumerated().map { index, cluster in
+            try ChildProcess([pgbench, "-n", "-c", "2", "-j", "2", "-T", "20", cluster.conninfo], outputPath: mesh.harness.directory + "/tpcb-\(index + 1).out")
+        }
+        for run in runs { #expect(run.wait() == 0, "\(run.output)") }
+        let transactions = try (1...3).map { Int(try mesh[$0].scalar("SELECT count(*) FROM public.pgbench_history") ?? "0") ?? 0 }
+        #expect(mesh.quiesce(timeout: 120), "every link caught up")
+        let books = try (1...3).map { try mesh.books($0) }
+        print("DeltaTests: delta_columns \(deltas): history rows \(transactions), books \(books)")
+        let diff = mesh.mmlite(["diff", "--format", "json"])
+        #expect(diff.code == 0, "every node identical: \(diff.out.prefix(2000))")
+        if deltas {
+            for (index, book) in books.enumerated() {
+                #expect(book.count == 4 && Set(book).count == 1, "n\(index + 1): branches, tellers, accounts, history: \(book)")
+            }
+            #expect(Set(books).count == 1)
+            #expect((Int(try mesh[1].scalar("SELECT count(*) FROM public.pgbench_history") ?? "0") ?? 0) > 300, "enough transactions ran")
+            #expect(try mesh.conflictCount(1) > 0, "concurrent updates of the branch row conflicted (and were logged)")
+            #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+        } else {
+            #expect(books.contains { Set($0).count > 1 }, "without delta columns concurrent increments are lost: \(books)")
+        }
+    }
+
+    @Test("random increments, other-column updates, deletes and re-inserts on 8 keys from three nodes, one clock 3 s behind, links live and cut: converged, and each surviving row's counter is its insert's value plus every change made to that row life (the test's own log of increments matches the change rows)", arguments: [ConflictApply.auto, .sql])
+    func randomCounters(_ apply: ConflictApply) throws {
+        let mesh = try TestMesh(3, schema: [1: counterSchema, 2: counterSchema, 3: counterSchema])
+        try mesh.writeConfig(tables: ["public.counters"], extraNodes: """
+
+            [tables."public.counters"]
+            conflicts = "last-update-wins"
+            delta_columns = ["n"]
+
+            """, meshSettings: "conflict_apply = \"\(apply.rawValue)\"")
+        let applied = mesh.mmlite(["apply"])
+        try #require(applied.code == 0, "\(applied)")
+        for index in 1...3 {
+            // The native trigger has no delta arithmetic: such tables apply with SQL everywhere.
+            #expect(try mesh[index].scalar("SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgname = 'mmlite_apply' AND tgrelid = 'mmlite.\"public.counters$changes\"'::regclass") == "mmlite.\"public.counters$apply\"")
+        }
+        let conninfos = mesh.clusters.map(\.conninfo)
+        var issued: [Int: (count: Int, sum: Int)] = [:]
+        for round in 1...6 {
+            let paused = round % 2 == 0
+            if paused { for index in 1...3 { try mesh.setReceiving(index, false) } }
+            let log = try counterWorkload(conninfos: conninfos, seed: UInt64(round), operations: 60)
+            for (node, entry) in log { issued[node, default: (0, 0)].count += entry.count; issued[node, default: (0, 0)].sum += entry.sum }
+            if paused { for index in 1...3 { try mesh.setReceiving(index, true) } }
+            #expect(mesh.quiesce(), "round \(round): every link caught up")
+            let prints = try mesh.clusters.map { try $0.fingerprint(of: "public.counters") }
+            #expect(Set(prints).count == 1, "round \(round): \(prints)")
+        }
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+
+        // The test's log against the change rows: every increment that changed a row is there, once.
+        for node in 1...3 {
+            let row = try mesh[node].execute("""
+                SELECT count(*), coalesce(sum(mm_delta_n), 0) FROM mmlite."public.counters$changes"
+                WHERE mm_node = 'n\(node)' AND mm_op = 'update' AND mm_delta_n <> 0
+                """).rows.first ?? []
+            #expect(row.map { $0 ?? "" } == [String(issued[node]?.count ?? -1), String(issued[node]?.sum ?? -1)], "n\(node): increments logged by the test \(String(describing: issued[node])) vs change rows \(row)")
+        }
+        // Each row life's total: its insert's value plus every change made to it, on any node.
+        var expected: [String: Int] = [:]
+        for cluster in mesh.clusters {
+            for row in try cluster.execute("""
+                SELECT id, CASE mm_op WHEN 'insert' THEN mm_v_ms || '.' || mm_v_counter || '.' || mm_node
+                                      ELSE mm_life_ms || '.' || mm_life_counter || '.' || mm_life_node END,
+                       CASE mm_op WHEN 'insert' THEN n ELSE mm_delta_n END
+                FROM mmlite."public.counters$changes" WHERE mm_op <> 'delete'
+                """).rows {
+                expected["\(row[0] ?? "")@\(row[1] ?? "")", default: 0] += Int(row[2] ?? "0") ?? 0
+            }
+        }
+        let survivors = try mesh[1].execute("""
+            SELECT t.id, v.life_ms || '.' || v.life_counter || '.' || v.life_node, t.n
+            FROM public.counters t JOIN mmlite."public.counters$versions" v USING (id) ORDER BY t.id
+            """).rows
+        #expect(!survivors.isEmpty)
+        for row in survivors {
+            let life = "\(row[0] ?? "")@\(row[1] ?? "")"
+            #expect(Int(row[2] ?? "") == expected[life], "key \(row[0] ?? ""): counter \(row[2] ?? "") vs \(String(describing: expected[life])) for row life \(row[1] ?? "")")
+        }
+        let lost = try mesh.conflictCount(1, where: "table_name = 'public.counters'")
+        print("DeltaTests: \(issued) increments issued, \(survivors.count) surviving keys, \(lost) conflicts logged on n1")
+        #expect(lost > 0, "the cut-off rounds produced conflicts")
+
+        // NULL is refused with not_null_violation, and nothing is written.
+        do {
+            try mesh[1].execute("UPDATE public.counters SET n = NULL WHERE id = \(survivors.first?[0] ?? "0")")
+            Issue.record("setting a delta column to NULL must fail")
+        } catch let error as PGError {
+            #expect(error.sqlState == "23502" && error.message.contains("cannot be set to NULL"), "\(error)")
+        }
+    }
+}
+
+/// Three writers at once (node 3's clock 3 s behind), each `operations` random
+/// statements on keys 1...8: increments (alone or with the note), note
+/// updates, deletes, inserts. Returns per node (1-based) how many increments
+/// changed a row and their sum.
+func counterWorkload(conninfos: [String], seed: UInt64, operations: Int) throws -> [Int: (count: Int, sum: Int)] {
+    let lock = NSLock()
+    final class Tally { var byNode: [Int: (count: Int, sum: Int)] = [:] }
+    let result = Unchecked(Tally())
+    let failures = Unchecked(Counter())
+    let finished = DispatchSemaphore(value: 0)
+    for (index, conninfo) in conninfos.enumerated() {
+        let thread = Thread {
+            defer { finished.signal() }
+            guard let connection = try? PGConnection(conninfo) else {
+                lock.lock(); failures.value.count += 1; lock.unlock(); return
+            }
+            defer { connection.close() }
+            if index == 2 { _ = try? connection.execute("SET mmlite.clock_offset_ms = -3000") }
+            var random = SplitMix64(seed: seed &* 977 &+ UInt64(index))
+            var count = 0, sum = 0
+            for step in 0..<operations {
+                let key = 1 + Int(random.next() % 8)
+                let roll = random.next() % 20
+                let delta = Int(random.next() % 19) - 9
+                let note = "n\(index + 1)-\(step)"
+                let sql: String
+                var increments = false
+                switch roll {
+                case 0..<8: sql = "UPDATE public.counters SET n = n + \(delta) WHERE id = \(key)"; increments = true
+                case 8..<11: sql = "UPDATE public.counters SET n = n + \(delta), note = '\(note)' WHERE id = \(key)"; increments = true
+                case 11..<14: sql = "UPDATE public.counters SET note = '\(note)' WHERE id = \(key)"
+                case 14..<16: sql = "DELETE FROM public.counters WHERE id = \(key)"
+                default: sql = "INSERT INTO public.counters VALUES (\(key), '\(note)', \(Int(random.next() % 100))) ON CONFLICT (id) DO NOTHING"
+                }
+                // A deadlock with an apply worker (rare) rolls the statement back: not counted.
+                if let done = try? connection.execute(sql), (done.affectedRows ?? 0) > 0, increments, delta != 0 {
+                    count += 1
+                    sum += delta
+                }
+            }
+            lock.lock(); result.value.byNode[index + 1] = (count, sum); lock.unlock()
+        }
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+    for _ in conninfos { finished.wait() }
+    if failures.value.count > 0 { throw HarnessError("a writer could not connect") }
+    return result.value.byNode
+}
