@@ -226,6 +226,17 @@ public struct Checks: Sendable {
                 warn("unique_key", "\(table.sql) opts in to conflict handling but has unique \(mine.secondaryUniqueIndexes.count == 1 ? "index" : "indexes") besides the primary key (\(mine.secondaryUniqueIndexes.joined(separator: ", "))): two nodes writing the same value under different keys stop replication, which last-update-wins cannot resolve",
                      "give each node its own values (or drop the constraint); when a link stops on it: mmlite resolve <node> --skip (records the skipped change in mmlite.conflicts)")
             }
+            if let settings = config.tableSettings[table], let policy = settings.conflicts, !settings.deltaColumns.isEmpty {
+                let columns = mine.columns.map { ConflictSQL.Column(name: $0.name, type: $0.type, keyPosition: $0.keyPosition, identityAlways: $0.identity == "a") }
+                let described = ConflictSQL.Table(name: table, columns: columns, policy: policy, deltaColumns: settings.deltaColumns)
+                do {
+                    try ConflictSQL.validateDeltas(described)
+                    pass("delta_columns", "\(table.sql): " + described.deltas.map { "\($0.name) (\($0.type))" }.joined(separator: ", ")
+                         + " add up on every node; other columns: last update wins")
+                } catch let error as ConflictSQL.GenerationError {
+                    fail("delta_columns", error.message, "list in delta_columns only columns of \(table.sql) of type smallint, integer, bigint or numeric, outside its primary key (docs/conflicts.md, \"Delta columns\")")
+                } catch {}
+            }
         }
 
         // peer_dsn database.

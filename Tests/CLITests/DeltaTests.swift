@@ -82,6 +82,36 @@ struct DeltaTests {
         }
     }
 
+    @Test("bad delta_columns: a text column, a key column, an unknown column: doctor fails naming it, apply refuses and changes nothing; delta_columns without last-update-wins is a configuration error (78)")
+    func badDeltaColumns() throws {
+        let mesh = try TestMesh(2, schema: [1: counterSchema, 2: counterSchema])
+        for (columns, expected) in [("[\"note\"]", "note is text; delta columns must be smallint, integer, bigint or numeric"),
+                                    ("[\"id\"]", "id is part of the primary key"),
+                                    ("[\"missing\"]", "has no column missing")] {
+            try mesh.writeConfig(tables: ["public.counters"], extraNodes: """
+
+                [tables."public.counters"]
+                conflicts = "last-update-wins"
+                delta_columns = \(columns)
+
+                """)
+            let doctor = mesh.mmlite(["doctor"])
+            #expect(doctor.code == 2 && doctor.out.contains("FAIL  delta_columns") && doctor.out.contains(expected), "\(doctor)")
+            let apply = mesh.mmlite(["apply"])
+            #expect(apply.code == 2 && apply.err.contains(expected), "\(apply)")
+            try mesh.expectUntouched()
+        }
+        try mesh.writeConfig(tables: ["public.counters"], extraNodes: """
+
+            [tables."public.counters"]
+            conflicts = "keep-local"
+            delta_columns = ["n"]
+
+            """)
+        let config = mesh.mmlite(["doctor"])
+        #expect(config.code == 78 && config.err.contains("needs conflicts = \"last-update-wins\""), "\(config)")
+    }
+
     @Test("random increments, other-column updates, deletes and re-inserts on 8 keys from three nodes, one clock 3 s behind, links live and cut: converged, and each surviving row's counter is its insert's value plus every change made to that row life (the test's own log of increments matches the change rows)", arguments: [ConflictApply.auto, .sql])
     func randomCounters(_ apply: ConflictApply) throws {
         let mesh = try TestMesh(3, schema: [1: counterSchema, 2: counterSchema, 3: counterSchema])

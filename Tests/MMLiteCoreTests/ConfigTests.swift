@@ -142,7 +142,7 @@ struct ConfigTests {
     }
 
     @Test("missing and unknown fields")
-    func missingFields() {
+    func missingFields() throws {
         #expect(parseError("[[nodes]]\nname = \"a\"\ndsn = \"host=a\"")?.message.contains("[mesh]") == true)
         let noTables = parseError("[mesh]\nname = \"x\"\n[[nodes]]\nname = \"a\"\ndsn = \"host=a\"")
         #expect(noTables?.message.contains("mesh.tables is missing") == true)
@@ -156,6 +156,13 @@ struct ConfigTests {
         #expect(parseError(validConfig.replacingOccurrences(of: "name = \"shop\"", with: "name = \"shop\"\nfilter = \"none\""))?.field == "mesh.filter")
         #expect(parseError(validConfig + "\n[tables.\"public.users\"]\nconflicts = \"newest\"")?.field == "tables.\"public.users\".conflicts")
         #expect(parseError(validConfig + "\n[tables.\"public.other\"]\nconflicts = \"error\"")?.message.contains("not in mesh.tables") == true)
+        // delta_columns: an array of names, only with last-update-wins.
+        #expect(parseError(validConfig + "\n[tables.\"public.users\"]\nconflicts = \"keep-local\"\ndelta_columns = [\"n\"]")?.message.contains("needs conflicts = \"last-update-wins\"") == true)
+        #expect(parseError(validConfig + "\n[tables.\"public.users\"]\ndelta_columns = [\"n\"]")?.field == "tables.\"public.users\".delta_columns")
+        #expect(parseError(validConfig + "\n[tables.\"public.users\"]\nconflicts = \"last-update-wins\"\ndelta_columns = \"n\"")?.message.contains("array of column names") == true)
+        #expect(parseError(validConfig + "\n[tables.\"public.users\"]\nconflicts = \"last-update-wins\"\ndelta_columns = [\"n\", \"n\"]")?.message.contains("twice") == true)
+        let deltas = try MeshConfig.parse(validConfig + "\n[tables.\"public.users\"]\nconflicts = \"last-update-wins\"\ndelta_columns = [\"n\", \"m\"]")
+        #expect(deltas.tableSettings[QualifiedName(schema: "public", name: "users")]?.deltaColumns == ["n", "m"])
     }
 
     @Test("TOML syntax errors carry the line")

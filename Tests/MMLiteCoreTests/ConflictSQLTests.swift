@@ -24,6 +24,35 @@ struct ConflictSQLTests {
         #expect(ConflictSQL.publishedTables([users], settings: [:]) == [users])
     }
 
+    @Test("delta columns: validated (whole numbers or numeric, not the key, last-update-wins); the change row carries the change and the row life; SQL apply; lives table; stale delta columns dropped")
+    func deltaColumns() throws {
+        var table = accountsTable()
+        table.deltaColumns = ["balance"]
+        let sql = try ConflictSQL.install(table, node: "n1")
+        #expect(sql.contains("ADD COLUMN IF NOT EXISTS mm_delta_balance integer"))
+        #expect(sql.contains("CREATE TABLE IF NOT EXISTS mmlite.\"public.accounts$lives\""))
+        #expect(sql.contains("n.balance - o.balance"), "an update ships new - old")
+        #expect(sql.contains("ERRCODE = 'not_null_violation'"), "NULL cannot be added to: refused")
+        #expect(!sql.contains("apply_change"), "the native trigger has no delta arithmetic: SQL apply")
+        #expect(sql.contains("balance = t.balance + d0"), "a change of the row's current life is added")
+        #expect(ConflictSQL.definition(table) != ConflictSQL.definition(accountsTable()), "adding delta columns re-installs")
+        // Without delta columns: no delta objects, but stale change-table columns go.
+        let plain = try ConflictSQL.install(accountsTable(), node: "n1")
+        #expect(!plain.contains("mm_delta_balance") && !plain.contains("$lives\" (") && plain.contains("LIKE 'mm\\_delta\\_%'"))
+
+        func refusal(_ columns: [String], policy: ConflictPolicy = .lastUpdateWins) -> String? {
+            var bad = accountsTable(policy)
+            bad.deltaColumns = columns
+            do { try ConflictSQL.validate(bad); return nil } catch { return "\(error)" }
+        }
+        #expect(refusal(["balance"]) == nil)
+        #expect(refusal(["owner"])?.contains("owner is text") == true)
+        #expect(refusal(["id"])?.contains("part of the primary key") == true)
+        #expect(refusal(["total"])?.contains("generated") == true)
+        #expect(refusal(["nope"])?.contains("has no column nope") == true)
+        #expect(refusal(["balance"], policy: .keepLocal)?.contains("needs conflicts = \"last-update-wins\"") == true)
+    }
+
     @Test("apply trigger: native where the server's mmlite.so has it (decided on the node), SQL when asked; the choice is part of the definition")
     func applyTrigger() throws {
         let native = try ConflictSQL.install(accountsTable(), node: "n1")
