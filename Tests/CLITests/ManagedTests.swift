@@ -219,7 +219,8 @@ final class ManagedMesh {
         for index in members {
             text += "\n[[nodes]]\nname = \"n\(index)\"\ndsn = \"\(dsn(index))\"\npeer_dsn = \"\(peerDSN(index))\"\n"
         }
-        text += "\n[tables.\"public.accounts\"]\nconflicts = \"last-update-wins\"\n"
+        // balance is a delta column: counters merge on the SQL apply path too.
+        text += "\n[tables.\"public.accounts\"]\nconflicts = \"last-update-wins\"\ndelta_columns = [\"balance\"]\n"
         try text.write(toFile: mesh.configPath, atomically: true, encoding: .utf8)
     }
 
@@ -355,6 +356,17 @@ struct ManagedTests {
         }
         let conflicts = try mesh.conflictCount(members)
         #expect(conflicts > 0, "the cut-off phases produced conflicts, logged in mmlite.conflicts")
+        // Delta column: two nodes add to one balance with the links cut; both additions count.
+        try mesh.admin(mesh[1]).execute("INSERT INTO public.accounts VALUES (7777, 'delta', 100)")
+        #expect(mesh.quiesce(members))
+        for index in members { try mesh.setReceiving(index, members: members, false) }
+        try mesh.admin(mesh[1]).execute("UPDATE public.accounts SET balance = balance + 5 WHERE id = 7777")
+        try mesh.admin(mesh[2]).execute("UPDATE public.accounts SET balance = balance + 7, owner = 'n2' WHERE id = 7777")
+        for index in members { try mesh.setReceiving(index, members: members, true) }
+        #expect(mesh.quiesce(members))
+        for index in members {
+            #expect(try mesh[index].scalar("SELECT balance FROM public.accounts WHERE id = 7777") == "112", "n\(index): both increments count")
+        }
 
         // The plain table: each node its own keys.
         for index in members {
