@@ -131,7 +131,7 @@ struct Repair {
                 try connection.execute(statement)
             }
             for change in changes {
-                for statement in RepairPlan.statements(change, table: table, optedIn: optedIn) {
+                for statement in RepairPlan.statements(change, table: table, optedIn: optedIn, withLife: !(config.tableSettings[table.name]?.deltaColumns.isEmpty ?? true)) {
                     console.debug("[\(node)] \(statement.sql)")
                     try connection.query(statement.sql, statement.parameters)
                 }

@@ -166,8 +166,10 @@ public enum RepairPlan {
     static let versionColumns = ConflictContract.versionColumns
 
     /// Sets an opted-in table's version row to the one given as jsonb (`$1`).
-    public static func versionUpsertSQL(_ table: TableDiff.Table) -> String {
+    /// `withLife`: the table has delta columns, whose version rows also carry the row's life.
+    public static func versionUpsertSQL(_ table: TableDiff.Table, withLife: Bool = false) -> String {
         let versions = ConflictSQL.versionTable(table.name).sql
+        let versionColumns = versionColumns + (withLife ? ConflictSQL.lifeVersionColumns : [])
         let columns = table.key + versionColumns
         return """
             INSERT INTO \(versions) (\(TableDiff.columnList(columns)))
@@ -191,7 +193,7 @@ public enum RepairPlan {
     /// The statements of one change, each with its parameters, in order:
     /// the user row first (whoever writes a version row holds the key's row),
     /// then the version row, then the log.
-    public static func statements(_ change: Change, table: TableDiff.Table, optedIn: Bool) -> [(sql: String, parameters: [String?])] {
+    public static func statements(_ change: Change, table: TableDiff.Table, optedIn: Bool, withLife: Bool = false) -> [(sql: String, parameters: [String?])] {
         var result: [(String, [String?])] = []
         let keyArray = TableDiff.keysParameter([change.key])
         if let row = change.newRow {
@@ -201,7 +203,7 @@ public enum RepairPlan {
         }
         if optedIn {
             if let version = change.newVersion {
-                result.append((versionUpsertSQL(table), [version.row]))
+                result.append((versionUpsertSQL(table, withLife: withLife), [version.row]))
             } else if change.oldVersion != nil {
                 result.append((versionDeleteSQL(table), [keyArray]))
             }

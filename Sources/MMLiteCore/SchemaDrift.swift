@@ -199,7 +199,9 @@ public enum ConflictDrift: Sendable, Equatable {
         guard let change = installed.changeTable, let version = installed.versionTable else { return .objectsMissing }
         let current = definition == ConflictSQL.definition(table)
         let writable = table.columns.filter { !$0.generated }
-        let captured = change.filter { !ConflictContract.changeColumns.contains($0.name) }
+        // Delta columns' change-table columns are install's own, not captured user columns.
+        let deltaOwn = Set(ConflictSQL.lifeChangeColumns + table.deltaColumns.map(ConflictSQL.deltaChangeColumn))
+        let captured = change.filter { !ConflictContract.changeColumns.contains($0.name) && !deltaOwn.contains($0.name) }
         let added = writable.filter { column in !captured.contains { $0.name == column.name } }.map(\.name)
         let dropped = captured.filter { column in !writable.contains { $0.name == column.name } }.map(\.name)
         var retyped: [Retyped] = []
@@ -208,7 +210,7 @@ public enum ConflictDrift: Sendable, Equatable {
                 retyped.append(Retyped(column: column.name, installed: old.type, current: column.type, inKey: false))
             }
         }
-        let versionKey = version.filter { !ConflictContract.versionColumns.contains($0.name) }
+        let versionKey = version.filter { !ConflictContract.versionColumns.contains($0.name) && !ConflictSQL.lifeVersionColumns.contains($0.name) }
         let keyChanged = versionKey.map(\.name) != table.keyColumns.map(\.name)
         if !keyChanged {
             for (old, column) in zip(versionKey, table.keyColumns) where old.type != column.type {

@@ -73,6 +73,13 @@ struct SchemaDriftTests {
     func addedColumn() throws {
         let table = accountsTable()
         #expect(ConflictDrift.assess(table, installed: installed(table)) == nil)
+        // Delta columns' own change- and version-table columns are neither user columns nor key.
+        var counted = table
+        counted.deltaColumns = ["balance"]
+        var withDeltas = installed(counted)
+        withDeltas.changeTable! += ["mm_life_ms", "mm_life_counter", "mm_life_node", "mm_delta_balance"].map { TableShape.Column(name: $0, type: "bigint") }
+        withDeltas.versionTable! += ["life_ms", "life_counter", "life_node"].map { TableShape.Column(name: $0, type: "bigint") }
+        #expect(ConflictDrift.assess(counted, installed: withDeltas) == nil)
         var wider = table
         wider.columns.append(.init(name: "note", type: "text"))
         let drift = try #require(ConflictDrift.assess(wider, installed: installed(table)))
