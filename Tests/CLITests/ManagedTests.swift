@@ -443,6 +443,17 @@ struct ManagedTests {
         #expect(list.code == 0, "\(list)")
         #expect(list.out.contains("public.accounts"), "\(list)")
 
+        // diff and repair as app_admin: a row changed on n3 only (by the superuser, under an origin).
+        let same = mesh.mmlite(["diff"])
+        #expect(same.code == 0, "\(same)")
+        try mesh[3].writeLocally("UPDATE public.accounts SET owner = 'diverged' WHERE id = 7777")
+        let found = mesh.mmlite(["diff", "--table", "public.accounts", "--format", "json"])
+        #expect(found.code == 1 && diffJSON(found).keys == ["public.accounts:7777"], "\(found)")
+        let repaired = mesh.mmlite(["repair", "--table", "public.accounts", "--from", "n1"])
+        #expect(repaired.code == 0 && repaired.out.contains("n3: 1 change made"), "\(repaired)")
+        let after = mesh.mmlite(["diff"])
+        #expect(after.code == 0, "\(after)")
+
         // mmlite ddl as app_admin: a column on both tables, on every member at once.
         let ddl = mesh.mmlite(["ddl", "ALTER TABLE public.accounts ADD COLUMN note text; ALTER TABLE public.events ADD COLUMN note text"])
         #expect(ddl.code == 0, "\(ddl)")
