@@ -228,10 +228,18 @@ struct Status {
         ])
     }
 
+    /// ", 2 schema drifts, 1 sequence problem" for the header line (sequence problems are not schema drift).
+    static func problemCounts(_ drift: [DriftProblem]) -> String {
+        let sequences = drift.filter { $0.kind == "sequence" }.count
+        let schema = drift.count - sequences
+        return (schema == 0 ? "" : ", \(schema) schema drift\(schema == 1 ? "" : "s")")
+            + (sequences == 0 ? "" : ", \(sequences) sequence problem\(sequences == 1 ? "" : "s")")
+    }
+
     func renderTable(config: MeshConfig, nodes: [NodeStatus], links: [LinkAssessment], drift: [DriftProblem], overall: Health, console: Console) {
         let healthy = links.filter { $0.health == .ok }.count
         console.print("Mesh \(config.mesh.name): \(overall.rawValue.uppercased()) — \(nodes.filter(\.reachable).count)/\(nodes.count) nodes up, \(healthy)/\(links.count) links ok"
-                      + (drift.isEmpty ? "" : ", \(drift.count) schema drift\(drift.count == 1 ? "" : "s")"))
+                      + Self.problemCounts(drift))
         console.print()
         var nodeRows = [["NODE", "STATE", "VERSION", "LSN", "CONFLICT LOG", "CHANGES", "VERSIONS", "APPLY", "DSN"]]
         for node in nodes {
