@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // The exporter's HTTP server (`mmlite exporter`): small, no dependencies.
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.0"),
     ],
     targets: [
         // libpq from the system (Debian: libpq-dev).
@@ -39,14 +41,16 @@ let package = Package(
         // also after a crash, MMLITE_PG_CONFIGS, waiting, log and content checks.
         // Re-exports LocalCluster. Not a dependency of the tool.
         .target(name: "ClusterHarness", dependencies: ["LocalCluster", "PostgresClient"]),
-        // The commands (doctor, apply, status, conflicts, resolve, join, part,
-        // sandbox) and their I/O; a library so tests can run them in-process.
+        // The commands (doctor, apply, status, metrics, exporter, conflicts, resolve,
+        // join, part, sandbox) and their I/O; a library so tests can run them in-process.
         .target(
             name: "MMLiteCLI",
             dependencies: [
                 "MMLiteCore", "PostgresClient", "LocalCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "FlyingFox", package: "FlyingFox"),
+                .product(name: "FlyingSocks", package: "FlyingFox"),
             ]
         ),
         .executableTarget(name: "mmlite", dependencies: ["MMLiteCLI"]),

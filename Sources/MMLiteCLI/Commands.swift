@@ -40,7 +40,7 @@ struct MMLite: ParsableCommand {
         `mmlite doctor`, then `mmlite apply`, then `mmlite status`. See docs/cli.md.
         """,
         version: MMLiteCore.version,
-        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, DiffCommand.self, RepairCommand.self, ConflictsCommand.self, ResolveCommand.self,
+        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, MetricsCommand.self, ExporterCommand.self, DiffCommand.self, RepairCommand.self, ConflictsCommand.self, ResolveCommand.self,
                       JoinCommand.self, PartCommand.self, DDLCommand.self, SandboxCommand.self]
     )
 }
