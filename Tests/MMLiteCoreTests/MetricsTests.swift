@@ -148,4 +148,16 @@ struct MetricsTests {
             #expect(ListenAddress(bad) == nil, "\(bad)")
         }
     }
+
+    @Test("HTTP request line: method and path without the query; anything else refused; end of head")
+    func requestHead() {
+        #expect(HTTPRequestHead("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == HTTPRequestHead("GET /metrics?x=1 HTTP/1.0\r\n\r\n"))
+        #expect(HTTPRequestHead("GET /metrics HTTP/1.1\r\n\r\n")?.path == "/metrics")
+        #expect(HTTPRequestHead("HEAD / HTTP/1.1\r\n\r\n")?.method == "HEAD")
+        for bad in ["", "GET\r\n\r\n", "GET metrics HTTP/1.1\r\n", "get /metrics HTTP/1.1\r\n", "GET /metrics HTTP/2\r\n", "GET  /metrics HTTP/1.1\r\n"] {
+            #expect(HTTPRequestHead(bad) == nil, "\(bad)")
+        }
+        #expect(HTTPRequestHead.endOfHead(in: Array("GET / HTTP/1.1\r\nA: b\r\n\r\nbody".utf8)) == 24)
+        #expect(HTTPRequestHead.endOfHead(in: Array("GET / HTTP/1.1\r\nA: b\r\n".utf8)) == nil)
+    }
 }
