@@ -72,6 +72,17 @@ struct MonitoringTests {
                 == ["n1->n3", "n2->n3", "n3->n1", "n3->n2"], "critical links: \(state)")
         #expect(try prometheus.query("up").values == [1], "the exporter target itself stays up")
     }
+
+    @Test("the alert rules in docs/monitoring pass promtool check rules and their unit tests (promtool test rules)")
+    func alertRules() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/monitoring").path
+        let (check, checkOutput) = try spawnAndWait([promtoolBinary, "check", "rules", folder + "/mmlite-alerts.yml"])
+        #expect(check == 0, "\(checkOutput)")
+        #expect(checkOutput.contains("SUCCESS: 8 rules found"), "\(checkOutput)")
+        let (test, testOutput) = try spawnAndWait([promtoolBinary, "test", "rules", folder + "/mmlite-alerts.test.yml"])
+        #expect(test == 0, "\(testOutput)")
+    }
 }
 
 /// A throwaway Prometheus on a free loopback port, scraping one target every second.

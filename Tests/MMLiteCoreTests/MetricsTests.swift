@@ -1,3 +1,4 @@
+import Foundation
 import MMLiteCore
 import Testing
 
@@ -159,5 +160,24 @@ struct MetricsTests {
         }
         #expect(HTTPRequestHead.endOfHead(in: Array("GET / HTTP/1.1\r\nA: b\r\n\r\nbody".utf8)) == 24)
         #expect(HTTPRequestHead.endOfHead(in: Array("GET / HTTP/1.1\r\nA: b\r\n".utf8)) == nil)
+    }
+
+    @Test("docs/monitoring.md documents every series; the dashboard and the alert rules use only series that exist")
+    func documented() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let names = Set(MetricsSnapshot(mesh: "m", nodes: [], links: []).families.map(\.name))
+        #expect(names.count >= 20)
+        func mentioned(_ path: String) throws -> Set<String> {
+            let text = try String(contentsOf: root.appendingPathComponent(path), encoding: .utf8)
+            let regex = try NSRegularExpression(pattern: "mmlite_[a-z_]+[a-z]")
+            return Set(regex.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { Range($0.range, in: text).map { String(text[$0]) } })
+        }
+        let documented = try mentioned("docs/monitoring.md")
+        #expect(names.subtracting(documented).isEmpty, "not in docs/monitoring.md: \(names.subtracting(documented).sorted())")
+        for file in ["docs/monitoring/grafana-dashboard.json", "docs/monitoring/mmlite-alerts.yml"] {
+            let used = try mentioned(file)
+            #expect(!used.isEmpty, "\(file) uses no series")
+            #expect(used.subtracting(names).isEmpty, "\(file) uses series that do not exist: \(used.subtracting(names).sorted())")
+        }
     }
 }
