@@ -73,6 +73,43 @@ struct MonitoringTests {
         #expect(waitUntil(timeout: 20, interval: 0.5) { try prometheus.query("up").values == [1] }, "the exporter target itself stays up")
     }
 
+    @Test("a node that accepts connections but never answers is down after --timeout, without holding up the others' series")
+    func hangingNode() throws {
+        let mesh = try TestMesh(2)
+        // A listening socket nobody accepts on: the TCP handshake completes, the server never speaks.
+        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(silent >= 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(bound == 0 && listen(silent, 8) == 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(silent, $0, &length) } }
+        let port = UInt16(bigEndian: address.sin_port)
+        try mesh.writeConfig(extraNodes: """
+
+            [[nodes]]
+            name = "n9"
+            dsn = "host=127.0.0.1 port=\(port) dbname=postgres user=postgres password=hush-hush-42"
+
+            """)
+        let started = Date()
+        let run = mesh.mmlite(["metrics", "--timeout", "2"])
+        let seconds = Date().timeIntervalSince(started)
+        #expect(run.code == 0, "\(run)")
+        #expect(seconds < 6, "metrics took \(seconds) s with a 2 s timeout")
+        #expect(run.out.contains(#"mmlite_node_up{mesh="shop",node="n9"} 0"#), "\(run.out)")
+        for node in ["n1", "n2"] { #expect(run.out.contains(#"mmlite_node_up{mesh="shop",node="\#(node)"} 1"#), "\(run.out)") }
+        #expect(run.out.contains(#"mmlite_node_server_info{mesh="shop",node="n1",server_version=""#))
+        #expect(run.out.contains(#"mmlite_link_up{mesh="shop",publisher="n1",subscriber="n9"} 0"#))
+        #expect(run.out.contains(#"mmlite_link_up{mesh="shop",publisher="n9",subscriber="n2"} 0"#))
+        #expect(!run.all.contains("hush-hush-42"), "the password shows: \(run)")
+    }
+
     @Test("the alert rules in docs/monitoring pass promtool check rules and their unit tests (promtool test rules)")
     func alertRules() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
