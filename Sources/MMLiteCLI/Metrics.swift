@@ -21,7 +21,8 @@ public struct MetricsCollector: Sendable {
         self.console = console
     }
 
-    /// A node's observation, filled by its thread.
+    /// A node's observation, filled by its thread. The lock orders the
+    /// thread's results against the collector giving up on it (`abandon`).
     private final class Observation: @unchecked Sendable {
         let lock = NSLock()
         var connection: PGConnection?
@@ -29,9 +30,48 @@ public struct MetricsCollector: Sendable {
         var state: NodeState?
         var conflicts: [MetricsSnapshot.ConflictCount] = []
         var seconds: Double?
-        /// Set by the collector when it stops waiting: the thread closes its connection itself.
+        /// Set when the collector stops waiting: the thread's results are dropped.
         var abandoned = false
+        /// The open connection's socket while the thread queries (-1: none).
+        private var socket: Int32 = -1
         init(_ status: NodeStatus) { self.status = status }
+
+        /// Records the socket; false if the collector already gave up.
+        func connected(socket: Int32) -> Bool {
+            lock.lock(); defer { lock.unlock() }
+            guard !abandoned else { return false }
+            self.socket = socket
+            return true
+        }
+
+        /// The thread's results; false (keep nothing, close it) if the collector gave up.
+        func finish(connection: PGConnection, status: NodeStatus, state: NodeState?, conflicts: [MetricsSnapshot.ConflictCount], seconds: Double) -> Bool {
+            lock.lock(); defer { lock.unlock() }
+            socket = -1
+            guard !abandoned else { return false }
+            self.connection = connection
+            self.status = status
+            self.state = state
+            self.conflicts = conflicts
+            self.seconds = seconds
+            return true
+        }
+
+        func finish(error: String, seconds: Double) {
+            lock.lock(); defer { lock.unlock() }
+            socket = -1
+            guard !abandoned else { return }
+            status.error = error
+            self.seconds = seconds
+        }
+
+        /// The collector stops waiting (call with the lock held): a query in
+        /// flight ends at once, its thread then finds `abandoned` and closes.
+        func abandon(timeout: Double) {
+            abandoned = true
+            status.error = "no answer within \(Exposition.format(timeout)) s"
+            if socket >= 0 { shutdown(socket, Int32(SHUT_RDWR)) }
+        }
     }
 
     /// Reads the configuration (a CLIError if it is unusable) and observes every node.
@@ -57,10 +97,7 @@ public struct MetricsCollector: Sendable {
         var conflicts: [String: [MetricsSnapshot.ConflictCount]] = [:], seconds: [String: Double] = [:]
         for observation in observations {
             observation.lock.lock()
-            if observation.connection == nil && observation.status.error == nil {
-                observation.abandoned = true
-                observation.status.error = "no answer within \(Exposition.format(timeout)) s"
-            }
+            if observation.connection == nil && observation.status.error == nil { observation.abandon(timeout: timeout) }
             let name = observation.status.name
             nodes.append(observation.status)
             if let connection = observation.connection, observation.status.reachable { open[name] = connection }
@@ -84,37 +121,35 @@ public struct MetricsCollector: Sendable {
     /// One node, on its own thread: connect, observe as `status` does, count conflicts.
     private func observe(_ node: NodeConfig, into observation: Observation, status: Status, config: MeshConfig) {
         let begin = Date()
+        let connection: PGConnection
         do {
-            let connection = try Connections.connect(node.dsn, connectTimeout: max(1, Int(timeout.rounded(.up))))
+            connection = try Connections.connect(node.dsn, connectTimeout: max(1, Int(timeout.rounded(.up))))
+        } catch {
+            observation.finish(error: console.redact((error as? PGError)?.message ?? "\(error)"), seconds: Date().timeIntervalSince(begin))
+            return
+        }
+        // From here a collector that stops waiting shuts the socket down, which ends any wait on the server.
+        guard observation.connected(socket: connection.socket) else { connection.close(); return }
+        var nodeStatus: NodeStatus?, state: NodeState?, conflicts: [MetricsSnapshot.ConflictCount] = [], failure: String?
+        do {
             // Read-only, and no query of a scrape waits long on the server.
             try connection.execute("SET default_transaction_read_only = on; SET statement_timeout = \(max(100, Int(timeout * 1000)))")
-            let (nodeStatus, state) = status.observe(node, connections: Connections(config: config, open: [node.name: connection], errors: [:]))
-            var conflicts: [MetricsSnapshot.ConflictCount] = []
-            if nodeStatus.reachable, nodeStatus.conflictLogRows != nil {
+            (nodeStatus, state) = status.observe(node, connections: Connections(config: config, open: [node.name: connection], errors: [:]))
+            if nodeStatus?.reachable == true, nodeStatus?.conflictLogRows != nil {
                 conflicts = (try? connection.query(MetricsSQL.conflictsByTableAndKind).named.compactMap { row in
                     guard let table = row["table_name"], let kind = row["kind"], let rows = row.int64("entries") else { return nil }
                     return MetricsSnapshot.ConflictCount(table: table, kind: kind, rows: rows)
                 }) ?? []
             }
-            observation.lock.lock()
-            let abandoned = observation.abandoned
-            if !abandoned {
-                observation.connection = connection
-                observation.status = nodeStatus
-                observation.state = state
-                observation.conflicts = conflicts
-                observation.seconds = Date().timeIntervalSince(begin)
-            }
-            observation.lock.unlock()
-            if abandoned { connection.close() }
         } catch {
-            let message = console.redact((error as? PGError)?.message ?? "\(error)")
-            observation.lock.lock()
-            if !observation.abandoned {
-                observation.status.error = message
-                observation.seconds = Date().timeIntervalSince(begin)
-            }
-            observation.lock.unlock()
+            failure = console.redact((error as? PGError)?.message ?? "\(error)")
+        }
+        let seconds = Date().timeIntervalSince(begin)
+        let kept = failure == nil && nodeStatus != nil
+            && observation.finish(connection: connection, status: nodeStatus!, state: state, conflicts: conflicts, seconds: seconds)
+        if !kept {
+            if let failure { observation.finish(error: failure, seconds: seconds) }
+            connection.close()
         }
     }
 

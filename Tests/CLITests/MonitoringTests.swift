@@ -110,6 +110,34 @@ struct MonitoringTests {
         #expect(!run.all.contains("hush-hush-42"), "the password shows: \(run)")
     }
 
+    @Test("a stuck link: mmlite_link_stuck 1 with its apply errors; after resolve --skip, the conflict log entry by table and kind",
+          .enabled(if: resolveInstallations.contains { $0.major == 15 }))
+    func stuckLink() throws {
+        let mesh = try TestMesh.resolveMesh(try #require(resolveInstallations.first { $0.major == 15 }))
+        try mesh.expectReplicates(base: 1)
+        try mesh.setLink(from: 1, to: 2, false); try mesh.setLink(from: 2, to: 1, false)
+        try mesh[1].execute("INSERT INTO public.people VALUES (1, 'ann@example.org')")
+        try mesh[2].execute("INSERT INTO public.people VALUES (2, 'ann@example.org')")
+        try mesh.setLink(from: 1, to: 2, true)
+        let link = #"mesh="shop",publisher="n1",subscriber="n2""#
+        var last = ""
+        #expect(waitUntil(timeout: 40, interval: 0.5) {
+            last = mesh.mmlite(["metrics"]).out
+            let errors = last.split(separator: "\n").first { $0.hasPrefix("mmlite_link_apply_errors_total{\(link)}") }
+            return last.contains("mmlite_link_stuck{\(link)} 1") && (errors.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0) >= 2
+        }, "n1 -> n2 stuck with apply errors:\n\(last)")
+        #expect(last.contains("mmlite_link_up{\(link)} 0"))
+        #expect(last.contains("mmlite_link_state{\(link),state=\"critical\"} 1"))
+        #expect(last.contains(#"mmlite_link_stuck{mesh="shop",publisher="n2",subscriber="n1"} 0"#), "a disabled link is down, not stuck")
+
+        let resolve = mesh.mmlite(["resolve", "n2", "--skip", "--from", "n1"])
+        #expect(resolve.code == 0, "\(resolve)")
+        let after = mesh.mmlite(["metrics"]).out
+        #expect(after.contains(#"mmlite_conflict_log_entries{mesh="shop",node="n2",table="public.people",kind="apply_error_skipped"} 1"#), "\(after)")
+        #expect(after.contains(#"mmlite_conflict_log_rows{mesh="shop",node="n2"} 1"#), "\(after)")
+        #expect(waitUntil(timeout: 30, interval: 0.5) { mesh.mmlite(["metrics"]).out.contains("mmlite_link_up{\(link)} 1") }, "n1 -> n2 replicates again")
+    }
+
     @Test("the alert rules in docs/monitoring pass promtool check rules and their unit tests (promtool test rules)")
     func alertRules() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
