@@ -77,3 +77,8 @@ uninstall-plugin:
 clean: clean-plugin
 clean-plugin:
 	rm -rf .build-plugin
+
+# For scripts/package: where `make` puts mmlite.so for this PG_CONFIG.
+.PHONY: print-plugin-so
+print-plugin-so:
+	@echo $(PLUGIN_SO)

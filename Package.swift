@@ -39,8 +39,8 @@ let package = Package(
         // also after a crash, MMLITE_PG_CONFIGS, waiting, log and content checks.
         // Re-exports LocalCluster. Not a dependency of the tool.
         .target(name: "ClusterHarness", dependencies: ["LocalCluster", "PostgresClient"]),
-        // The commands (doctor, apply, status, conflicts, resolve, join, part,
-        // sandbox) and their I/O; a library so tests can run them in-process.
+        // The commands (doctor, apply, status, metrics, exporter, conflicts, resolve,
+        // join, part, sandbox) and their I/O; a library so tests can run them in-process.
         .target(
             name: "MMLiteCLI",
             dependencies: [

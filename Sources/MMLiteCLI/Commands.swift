@@ -35,12 +35,10 @@ struct MMLite: ParsableCommand {
         commandName: "mmlite",
         abstract: "Multi-master logical replication for stock PostgreSQL.",
         discussion: """
-        One configuration file (default mmlite.toml) lists the mesh's nodes and tables.
-        Start with `mmlite sandbox up` for a local 3-node demo, or write the file and run
-        `mmlite doctor`, then `mmlite apply`, then `mmlite status`. See docs/cli.md.
+        One configuration file (default mmlite.toml) lists the mesh's nodes and tables. Start with `mmlite sandbox up` for a local 3-node demo, or write the file and run `mmlite doctor`, then `mmlite apply`, then `mmlite status`. See docs/cli.md.
         """,
         version: MMLiteCore.version,
-        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, DiffCommand.self, RepairCommand.self, ConflictsCommand.self, ResolveCommand.self,
+        subcommands: [DoctorCommand.self, ApplyCommand.self, StatusCommand.self, MetricsCommand.self, ExporterCommand.self, DiffCommand.self, RepairCommand.self, ConflictsCommand.self, ResolveCommand.self,
                       JoinCommand.self, PartCommand.self, DDLCommand.self, SandboxCommand.self]
     )
 }
@@ -66,12 +64,9 @@ struct DoctorCommand: ParsableCommand, MMLiteRunnable {
         commandName: "doctor",
         abstract: "Check every node and link, and say how to fix what is wrong.",
         discussion: """
-        Checks per node: reachable, version, wal_level, slot/sender/worker limits for this mesh,
-        the mmlite plugin (or native origin = none on 16+), tables (present everywhere, same
-        columns, primary key), sequences that would collide, track_commit_timestamp,
-        privileges, and whether each node's server reaches every peer with its peer_dsn.
-        Exit code: 0 all passed, 1 warnings only, 2 a check failed, 69 a node is unreachable
-        counts as a failure (2), 78 the configuration file is invalid.
+        Checks per node: reachable, version, wal_level, slot/sender/worker limits for this mesh, the mmlite plugin (or native origin = none on 16+), tables (present everywhere, same columns, primary key), sequences that would collide, track_commit_timestamp, privileges, and whether each node's server reaches every peer with its peer_dsn.
+
+        Exit code: 0 all passed, 1 warnings only, 2 a check failed, 69 a node is unreachable counts as a failure (2), 78 the configuration file is invalid.
         """
     )
     @OptionGroup var global: GlobalOptions
@@ -89,13 +84,9 @@ struct ApplyCommand: ParsableCommand, MMLiteRunnable {
         commandName: "apply",
         abstract: "Create what is missing so the nodes form a full mesh over the configured tables.",
         discussion: """
-        Creates the publication on every node, a slot on every publisher for every subscriber,
-        and the subscriptions (without initial copy), in that order; adds tables added to the
-        config. Idempotent: a second run finds nothing to do. Runs the blocking checks of
-        `doctor` first and changes nothing if one fails.
-        Exit code: 0 done (or nothing to do), 1 a statement failed before anything changed,
-        2 a check failed (nothing changed), 69 a node is unreachable (nothing changed),
-        75 stopped part-way (re-run to finish), 78 invalid configuration.
+        Creates the publication on every node, a slot on every publisher for every subscriber, and the subscriptions (without initial copy), in that order; adds tables added to the config. Idempotent: a second run finds nothing to do. Runs the blocking checks of `doctor` first and changes nothing if one fails.
+
+        Exit code: 0 done (or nothing to do), 1 a statement failed before anything changed, 2 a check failed (nothing changed), 69 a node is unreachable (nothing changed), 75 stopped part-way (re-run to finish), 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions
@@ -113,10 +104,7 @@ struct StatusCommand: ParsableCommand, MMLiteRunnable {
         commandName: "status",
         abstract: "Show every node and every directed link: workers, slots, lag, errors.",
         discussion: """
-        --check turns the result into Nagios-style exit codes: 0 OK, 1 WARNING (lag over the
-        warning thresholds, a slot not active yet), 2 CRITICAL (node unreachable, link missing,
-        disabled or not running, lag over the critical thresholds), 3 UNKNOWN (configuration
-        unreadable).
+        --check turns the result into Nagios-style exit codes: 0 OK, 1 WARNING (lag over the warning thresholds, a slot not active yet), 2 CRITICAL (node unreachable, link missing, disabled or not running, lag over the critical thresholds), 3 UNKNOWN (configuration unreadable).
         """
     )
     @OptionGroup var global: GlobalOptions
@@ -156,8 +144,9 @@ struct ConflictsListCommand: ParsableCommand, MMLiteRunnable {
         commandName: "list",
         abstract: "Show every reachable node's conflict log, merged by time.",
         discussion: """
-        Unreachable nodes are reported on stderr and left out. Exit code: 0 shown, 64 bad --since or
-        --table, 69 no node reachable, 78 invalid configuration.
+        Unreachable nodes are reported on stderr and left out.
+
+        Exit code: 0 shown, 64 bad --since or --table, 69 no node reachable, 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions
@@ -177,8 +166,8 @@ struct ConflictsPruneCommand: ParsableCommand, MMLiteRunnable {
         commandName: "prune",
         abstract: "Remove old conflict-log rows, sent change rows and old tombstones on every node.",
         discussion: """
-        Keeps conflict-log rows for [mesh] conflict_log_retention (default 30 days) and tombstones of
-        opted-in tables for [mesh] tombstone_retention (default 7 days). Run it from cron on one machine.
+        Keeps conflict-log rows for [mesh] conflict_log_retention (default 30 days) and tombstones of opted-in tables for [mesh] tombstone_retention (default 7 days). Run it from cron on one machine.
+
         Exit code: 0 done, 69 no node reachable, 75 some nodes not pruned, 78 invalid configuration.
         """
     )
@@ -196,12 +185,9 @@ struct ResolveCommand: ParsableCommand, MMLiteRunnable {
         commandName: "resolve",
         abstract: "Restart a link that is stuck on an apply error, by skipping the failing transaction.",
         discussion: """
-        For each subscription of NODE that keeps failing (PostgreSQL 15+): disables it, reads the
-        failing transaction from the publisher's slot, records each of its changes in NODE's
-        mmlite.conflicts (kind apply_error_skipped) together with ALTER SUBSCRIPTION ... SKIP, and
-        enables it again. The skipped changes are lost on NODE: repair from the log if needed.
-        Exit code: 0 done (or nothing to do), 2 --from names a link that is not failing or a step
-        failed (nothing skipped), 64 usage, 69 unreachable, 75 stopped part-way, 78 PostgreSQL < 15.
+        For each subscription of NODE that keeps failing (PostgreSQL 15+): disables it, reads the failing transaction from the publisher's slot, records each of its changes in NODE's mmlite.conflicts (kind apply_error_skipped) together with ALTER SUBSCRIPTION ... SKIP, and enables it again. The skipped changes are lost on NODE: repair from the log if needed.
+
+        Exit code: 0 done (or nothing to do), 2 --from names a link that is not failing or a step failed (nothing skipped), 64 usage, 69 unreachable, 75 stopped part-way, 78 PostgreSQL < 15.
         """
     )
     @OptionGroup var global: GlobalOptions

@@ -22,9 +22,19 @@ final class Connections {
         }
     }
 
-    static func connect(_ dsn: String) throws -> PGConnection {
+    /// Connections opened elsewhere (the metrics' observation opens them in parallel).
+    init(config: MeshConfig, open: [String: PGConnection], errors: [String: String]) {
+        self.config = config
+        self.open = open
+        self.errors = errors
+    }
+
+    /// `connectTimeout`: seconds; `nil` keeps the DSN's or PGCONNECT_TIMEOUT's, else 10.
+    static func connect(_ dsn: String, connectTimeout: Int? = nil) throws -> PGConnection {
         var overrides = ["application_name": "mmlite"]
-        if DSN.value("connect_timeout", in: dsn) == nil && ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
+        if let connectTimeout {
+            overrides["connect_timeout"] = String(connectTimeout)
+        } else if DSN.value("connect_timeout", in: dsn) == nil && ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
             overrides["connect_timeout"] = "10"
         }
         if DSN.value("application_name", in: dsn) != nil { overrides["application_name"] = nil }

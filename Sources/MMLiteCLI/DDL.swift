@@ -8,18 +8,9 @@ struct DDLCommand: ParsableCommand, MMLiteRunnable {
         commandName: "ddl",
         abstract: "Run a schema migration on every node at once, while the application writes.",
         discussion: """
-        Fences the mesh's tables on every member (local writes to them fail with SQLSTATE
-        40001, serialization_failure: retry), waits until every link has delivered what was
-        written before, then runs the migration on every node in one transaction each,
-        with conflict handling and the publication following the new tables and columns,
-        PREPAREs it everywhere and then COMMITs it everywhere. If it fails on any node
-        before the first commit, it is rolled back on every node and nothing changed.
-        Statements PostgreSQL runs only outside a transaction (CREATE INDEX CONCURRENTLY,
-        ...) run afterwards, node by node, in their order. An interrupted migration is shown
-        by `mmlite status` and finished by `mmlite ddl --resume`. See docs/operations.md.
-        Exit code: 0 done, 1 failed and rolled back (nothing changed), 2 refused, 64 usage,
-        69 a node is unreachable, 75 stopped after committing somewhere (run --resume),
-        78 invalid configuration.
+        Fences the mesh's tables on every member (local writes to them fail with SQLSTATE 40001, serialization_failure: retry), waits until every link has delivered what was written before, then runs the migration on every node in one transaction each, with conflict handling and the publication following the new tables and columns, PREPAREs it everywhere and then COMMITs it everywhere. If it fails on any node before the first commit, it is rolled back on every node and nothing changed. Statements PostgreSQL runs only outside a transaction (CREATE INDEX CONCURRENTLY, ...) run afterwards, node by node, in their order. An interrupted migration is shown by `mmlite status` and finished by `mmlite ddl --resume`. See docs/operations.md.
+
+        Exit code: 0 done, 1 failed and rolled back (nothing changed), 2 refused, 64 usage, 69 a node is unreachable, 75 stopped after committing somewhere (run --resume), 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions

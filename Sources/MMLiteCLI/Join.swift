@@ -8,15 +8,9 @@ struct JoinCommand: ParsableCommand, MMLiteRunnable {
         commandName: "join",
         abstract: "Add a configured node to the running mesh: copy its data from one member, online and exactly.",
         discussion: """
-        Creates every other member's slot for NODE first, pauses SOURCE's subscriptions for a
-        moment to read how far SOURCE applied each member and export a snapshot, copies every
-        table in that snapshot, starts each member's slot exactly where the copy ends, then
-        wires NODE in both ways and waits until it has caught up. User writes are never
-        blocked. Re-run after an interruption: it continues (or redoes the copy). See
-        docs/operations.md.
-        Exit code: 0 joined (or already a member), 1 a statement failed before anything
-        changed, 2 a check failed (nothing changed), 69 a node is unreachable, 75 stopped
-        part-way (re-run to finish), 78 invalid configuration.
+        Creates every other member's slot for NODE first, pauses SOURCE's subscriptions for a moment to read how far SOURCE applied each member and export a snapshot, copies every table in that snapshot, starts each member's slot exactly where the copy ends, then wires NODE in both ways and waits until it has caught up. User writes are never blocked. Re-run after an interruption: it continues (or redoes the copy). See docs/operations.md.
+
+        Exit code: 0 joined (or already a member), 1 a statement failed before anything changed, 2 a check failed (nothing changed), 69 a node is unreachable, 75 stopped part-way (re-run to finish), 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions

@@ -8,16 +8,9 @@ struct PartCommand: ParsableCommand, MMLiteRunnable {
         commandName: "part",
         abstract: "Remove a node from the mesh: its subscriptions, slots and publication everywhere.",
         discussion: """
-        If NODE is reachable, first takes the tables out of NODE's publication (what NODE
-        commits from then on stays on NODE; finish a started part by running it again), waits
-        until every other node has applied all of NODE's changes up to there (bounded by
-        --timeout), so they all end with the same data, then drops the members' subscriptions from NODE and
-        their slots for it, and NODE's own subscriptions, slots and publication. If NODE is
-        down, --force drops the other nodes' slots for it (which would otherwise retain WAL
-        until their disks fill) and their subscriptions from it, and says up to where each
-        node had applied NODE's changes. Afterwards remove NODE from the configuration file.
-        Exit code: 0 done, 2 refused, 69 a node is unreachable (without --force for NODE),
-        75 stopped part-way (re-run to finish), 78 invalid configuration.
+        If NODE is reachable, first takes the tables out of NODE's publication (what NODE commits from then on stays on NODE; finish a started part by running it again), waits until every other node has applied all of NODE's changes up to there (bounded by --timeout), so they all end with the same data, then drops the members' subscriptions from NODE and their slots for it, and NODE's own subscriptions, slots and publication. If NODE is down, --force drops the other nodes' slots for it (which would otherwise retain WAL until their disks fill) and their subscriptions from it, and says up to where each node had applied NODE's changes. Afterwards remove NODE from the configuration file.
+
+        Exit code: 0 done, 2 refused, 69 a node is unreachable (without --force for NODE), 75 stopped part-way (re-run to finish), 78 invalid configuration.
         """
     )
     @OptionGroup var global: GlobalOptions

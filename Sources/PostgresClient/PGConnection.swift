@@ -81,6 +81,13 @@ public final class PGConnection {
         return PQbackendPID(handle)
     }
 
+    /// The connection's socket (-1 when closed). Only for `shutdown(2)` from
+    /// another thread, to end a wait on a server that stopped answering.
+    public var socket: Int32 {
+        guard let handle else { return -1 }
+        return PQsocket(handle)
+    }
+
     /// Runs one or more statements with the simple-query protocol (what psql
     /// does); returns the last statement's result. Also the way to send
     /// replication commands on a `replication=database` connection.
