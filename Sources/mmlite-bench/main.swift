@@ -150,6 +150,9 @@ func main() throws -> Int32 {
     let conflictTransactions = options.conflictTransactions ?? (quick ? 20_000 : 50_000)
     let conflictRuns = options.conflictRuns ?? (quick ? 3 : 5)
     let bulkRuns = options.bulkRuns ?? (quick ? 3 : 5)
+    // The SQL apply trigger (conflict_overhead_sql_pct) in every run of the full
+    // benchmark, in the first only with --quick (as before issue 18: 1 run).
+    let conflictSQLRuns = quick ? 1 : conflictRuns
     var results = Results(mode: quick ? "quick" : "full")
     results.machine = machineFacts(installation)
     results.machine["load average at start"] = loadAverage()
@@ -157,6 +160,7 @@ func main() throws -> Int32 {
         "decode runs": String(decodeRuns), "mesh runs": String(meshRuns), "pgbench duration (s)": String(duration),
         "pgbench clients per node": String(options.clients), "join rows": String(options.joinRows), "join runs": String(joinRuns),
         "conflict transactions": String(conflictTransactions), "conflict runs": String(conflictRuns),
+        "conflict runs with the SQL apply trigger": String(min(conflictSQLRuns, conflictRuns)),
         "bulk rows": String(options.bulkRows), "bulk runs": String(bulkRuns),
     ]
     say("mmlite-bench (\(results.mode)): PostgreSQL \(installation.version), \(results.machine["nproc"] ?? "?") CPUs, load \(results.machine["load average at start"] ?? "?")")
@@ -233,6 +237,7 @@ func main() throws -> Int32 {
             results.skipped["conflicts"] = "the mmlite tool was not built (pass --mmlite PATH)"
         } else {
             var scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions)
+            scenario.sqlRuns = conflictSQLRuns
             if let reason = pglogicalSkipped {
                 results.skipped["conflicts_pglogical"] = reason
                 say("conflicts: skipping pglogical last_update_wins: \(reason)")
