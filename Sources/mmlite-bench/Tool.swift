@@ -166,6 +166,18 @@ struct ConflictScenario {
     /// Runs from this number on leave out the SQL apply trigger (--quick: only
     /// its first run has it; its backlog takes 4–8 times plain's).
     var sqlRuns = Int.max
+    /// When set (--quick), each mode's mesh is built once and kept for every
+    /// run (the tables grow by the same writes in every mode); otherwise every
+    /// run builds fresh meshes.
+    var kept: KeptMeshes?
+
+    final class KeptMeshes {
+        var meshes: [ConflictMode: (harness: ClusterHarness, nodes: [Cluster])] = [:]
+        func destroyAll() {
+            for mesh in meshes.values { mesh.harness.destroyAll() }
+            meshes = [:]
+        }
+    }
 
     /// Two fresh nodes with `bench_t` and `bench_marker` preloaded alike,
     /// replicating both ways in `mode`; checks that the mode is what runs.
@@ -228,14 +240,23 @@ struct ConflictScenario {
         let modes = number < sqlRuns ? self.modes : self.modes.filter { $0 != .sql }
         for offset in 0..<modes.count {
             let mode = modes[(offset + number) % modes.count]
-            let harness = try ClusterHarness()
-            defer { harness.destroyAll() }
-            let nodes = try setUp(mode, harness: harness)
-            _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: 1, timeout: 120)
+            var fresh: ClusterHarness?
+            defer { fresh?.destroyAll() }
+            let nodes: [Cluster]
+            if let known = kept?.meshes[mode] {
+                nodes = known.nodes
+            } else {
+                let harness = try ClusterHarness()
+                do { nodes = try setUp(mode, harness: harness) } catch { harness.destroyAll(); throw error }
+                if let kept { kept.meshes[mode] = (harness, nodes) } else { fresh = harness }
+            }
+            // Marker rounds of this run (a kept mesh holds the earlier runs' markers).
+            let round = number * 10
+            _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: round + 1, timeout: 120)
             // Local write cost.
             let localResult = try mesh.load(nodes, topology: .native, rate: nil)
             local[mode] = localResult.meanTPSPerNode
-            _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: 2, timeout: 900)
+            _ = try mesh.catchUp(nodes, writers: [nodes[0]], round: round + 2, timeout: 900)
             // Apply throughput of a backlog (of it alone: see settleSlots).
             mesh.settleSlots([nodes[0]])
             try setSubscriptionFromN1(nodes, mode: mode, enabled: false)
@@ -246,11 +267,11 @@ struct ConflictScenario {
                                  "-D", "base=\(MeshScenario.base(1))", "-D", "node=1", "-D", "nrows=\(mesh.preloadRows)", "postgres"],
                                 workDirectory: mesh.workDirectory)
             guard bench.code == 0 else { throw BenchError("pgbench failed: \(bench.err)") }
-            try nodes[0].execute("INSERT INTO bench_marker VALUES (1, 3)")
+            try nodes[0].execute("INSERT INTO bench_marker VALUES (1, \(round + 3))")
             let start = monotonicSeconds()
             try setSubscriptionFromN1(nodes, mode: mode, enabled: true)
             let arrived = waitUntil(timeout: 900, interval: 0.02) {
-                try nodes[1].scalar("SELECT count(*) FROM bench_marker WHERE round = 3") == "1"
+                try nodes[1].scalar("SELECT count(*) FROM bench_marker WHERE round = \(round + 3)") == "1"
             }
             guard arrived else { throw BenchError("conflicts: backlog not applied on n2 within 900 s") }
             apply[mode] = monotonicSeconds() - start

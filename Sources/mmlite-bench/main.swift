@@ -238,6 +238,8 @@ func main() throws -> Int32 {
         } else {
             var scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions)
             scenario.sqlRuns = conflictSQLRuns
+            if quick { scenario.kept = ConflictScenario.KeptMeshes() }
+            defer { scenario.kept?.destroyAll() }
             if let reason = pglogicalSkipped {
                 results.skipped["conflicts_pglogical"] = reason
                 say("conflicts: skipping pglogical last_update_wins: \(reason)")
