@@ -328,7 +328,7 @@ struct BulkScenario {
         for run in 0..<runs {
             var local: [ConflictMode: Double] = [:], apply: [ConflictMode: Double] = [:]
             var equal = true
-            for (_, nodes) in meshes.values { for node in nodes { try node.execute("VACUUM") } }
+            for (_, nodes) in meshes.values { for node in nodes { try node.execute("VACUUM bulk_t") } }
             for offset in 0..<modes.count {
                 let mode = modes[(offset + run) % modes.count]
                 guard let nodes = meshes[mode]?.1 else { continue }

@@ -232,11 +232,16 @@ func main() throws -> Int32 {
         }
         if let reason = results.skipped["join"] { say("join: skipped: \(reason)") }
     }
+    // Conflicts and bulk: the local-write phase lasts --duration, or 3 s in --quick
+    // (its 10 meshes and 3 bulk runs must fit in the quick run's 12 minutes).
+    let conflictMesh = MeshScenario(installation: installation, workDirectory: workDirectory, duration: options.duration ?? (quick ? 3 : duration),
+                                    clients: options.clients, preloadRows: mesh.preloadRows, pgbench: mesh.pgbench)
+    results.parameters["conflict local-write phase (s)"] = String(conflictMesh.duration)
     if options.only.contains("conflicts") {
         if options.mmlite == nil || !FileManager.default.isExecutableFile(atPath: tool.path) {
             results.skipped["conflicts"] = "the mmlite tool was not built (pass --mmlite PATH)"
         } else {
-            var scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions)
+            var scenario = ConflictScenario(installation: installation, tool: tool, mesh: conflictMesh, transactions: conflictTransactions)
             scenario.sqlRuns = conflictSQLRuns
             if quick { scenario.kept = ConflictScenario.KeptMeshes() }
             defer { scenario.kept?.destroyAll() }
@@ -259,7 +264,7 @@ func main() throws -> Int32 {
         if options.mmlite == nil || !FileManager.default.isExecutableFile(atPath: tool.path) {
             results.skipped["bulk"] = "the mmlite tool was not built (pass --mmlite PATH)"
         } else {
-            let scenario = BulkScenario(conflicts: ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions),
+            let scenario = BulkScenario(conflicts: ConflictScenario(installation: installation, tool: tool, mesh: conflictMesh, transactions: conflictTransactions),
                                         rows: options.bulkRows)
             do {
                 results.bulk = try scenario.run(runs: bulkRuns)
