@@ -310,7 +310,7 @@ struct Report {
             out.append("| `UPDATE bulk_t SET v = v + 1, at = now()` on n1 (s) | \(mmm(bulkStat(.plain, \.localSeconds))) | \(mmm(bulkStat(.native, \.localSeconds))) | \(mmm(conflictBulkLocalVsPlain, 3) { fmt($0, 3) }) |")
             out.append("| applied on n2 (s) | \(mmm(bulkStat(.plain, \.applySeconds))) | \(mmm(bulkStat(.native, \.applySeconds))) | \(mmm(conflictBulkApplyVsPlain, 3) { fmt($0, 3) }) |")
             out.append("")
-            out.append("\(results.bulk.count) run(s) on the same two 2-node meshes (\(results.parameters["bulk rows"] ?? "?") rows preloaded alike on both nodes; order alternating; `VACUUM` of every node before each run). n2's subscription from n1 is disabled (slots settled first) while the statement runs, then enabled: apply time is from enabling until a marker written after the statement arrives.")
+            out.append("\(results.bulk.count) run(s) on the same two 2-node meshes (\(results.parameters["bulk rows"] ?? "?") rows preloaded alike on both nodes; order alternating; `VACUUM bulk_t` on every node before each run). n2's subscription from n1 is disabled (slots settled first) while the statement runs, then enabled: apply time is from enabling until a marker written after the statement arrives.")
             out.append("")
             out.append("Content equal in every run: \(results.bulk.allSatisfy(\.contentEqual) ? "yes" : "**no**").")
         }
