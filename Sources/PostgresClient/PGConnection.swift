@@ -202,8 +202,8 @@ public final class PGConnection {
     /// `COPY ... FROM STDIN` on `target`; `progress` gets the bytes so far.
     /// Rows are passed on in chunks of about `chunkSize` bytes, not one
     /// CopyData message per row: the receiving server then parses a few
-    /// large messages (as it does for psql, which sends what it read from a
-    /// file), and this process makes one call per chunk, not per row. The
+    /// large messages (psql collects up to 8 kB per message), and this
+    /// process copies each row once and makes one libpq call per chunk. The
     /// COPY stream is the same bytes either way.
     @discardableResult
     public func copy(_ outSQL: String, to target: PGConnection, _ inSQL: String,
