@@ -126,6 +126,7 @@ final class JoinRunner {
         case .createSlot(let name, let slot, let plugin):
             return try position(JoinSQL.createSlot(slot, plugin: plugin), on: name)
         case .wait(let condition):
+            if case .workerStopped(_, let subscription) = condition { nudgePublisher(of: subscription) }
             return try io.wait(condition, on: try connection(condition.node), done: .done, timedOut: { .timedOut($0) }, failed: { .failed($0) })
         case .disableSubscription(let name, let subscription):
             try connection(name).execute(JoinSQL.disableSubscription(subscription))
@@ -152,6 +153,20 @@ final class JoinRunner {
             break
         }
         return .done
+    }
+
+    /// An idle apply worker notices that its subscription was disabled only
+    /// when it next wakes: after up to a second (PostgreSQL's apply loop
+    /// sleeps up to 1 s between reads; the join's own slot creation on the
+    /// peer has usually just woken it, so the pause waited the full second).
+    /// An empty committed transaction on the publisher makes its walsender
+    /// send a keepalive, which wakes the worker at once. Costs one
+    /// transaction id; a failure only means the usual wait.
+    func nudgePublisher(of subscription: String) {
+        guard let publisher = config.nodes.first(where: { config.names.subscription(publisher: $0.name) == subscription })?.name,
+              let connection = preflight?.connections[publisher] else { return }
+        console.debug("[\(publisher)] \(JoinSQL.wakeSubscribers)")
+        _ = try? connection.query(JoinSQL.wakeSubscribers)
     }
 
     /// Everything the procedure decides on before it changes anything.

@@ -27,6 +27,11 @@ public enum JoinSQL {
         "ALTER SUBSCRIPTION \(SQL.identifier(name)) ENABLE"
     }
 
+    /// An empty transaction that commits (it takes a transaction id): its
+    /// commit record wakes the walsenders, which send their subscribers a
+    /// keepalive, which wakes their apply workers.
+    public static let wakeSubscribers = "SELECT pg_catalog.pg_current_xact_id()::text"
+
     /// Whether the subscription's apply worker still runs.
     public static func workerRunning(_ name: String) -> String {
         "SELECT count(*) FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid WHERE s.subname = \(SQL.literal(name)) AND w.pid IS NOT NULL"

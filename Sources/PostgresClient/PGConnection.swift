@@ -207,9 +207,14 @@ public final class PGConnection {
 
     /// Streams `COPY ... TO STDOUT` on this connection straight into
     /// `COPY ... FROM STDIN` on `target`; `progress` gets the bytes so far.
+    /// Rows are passed on in chunks of about `chunkSize` bytes, not one
+    /// CopyData message per row: the receiving server then parses a few
+    /// large messages (psql collects up to 8 kB per message), and this
+    /// process copies each row once and makes one libpq call per chunk. The
+    /// COPY stream is the same bytes either way.
     @discardableResult
     public func copy(_ outSQL: String, to target: PGConnection, _ inSQL: String,
-                     progress: ((Int) -> Void)? = nil) throws -> Int {
+                     chunkSize: Int = 64 * 1024, progress: ((Int) -> Void)? = nil) throws -> Int {
         let conn = try liveHandle()
         guard let start = PQexec(conn, outSQL) else { throw connectionError(conn) }
         guard PQresultStatus(start) == PGRES_COPY_OUT else {
@@ -219,19 +224,26 @@ public final class PGConnection {
         PQclear(start)
         var bytes = 0
         var done = false
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(chunkSize + 16 * 1024)
         let rows = try target.copyIn(inSQL) {
             if done { return nil }
-            var buffer: UnsafeMutablePointer<CChar>?
-            let length = PQgetCopyData(conn, &buffer, 0)
-            if length > 0, let buffer {
-                defer { PQfreemem(buffer) }
-                bytes += Int(length)
-                progress?(bytes)
-                return [UInt8](UnsafeRawBufferPointer(start: buffer, count: Int(length)))
+            chunk.removeAll(keepingCapacity: true)
+            while chunk.count < chunkSize {
+                var buffer: UnsafeMutablePointer<CChar>?
+                let length = PQgetCopyData(conn, &buffer, 0)
+                if length > 0, let buffer {
+                    chunk.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: Int(length)))
+                    PQfreemem(buffer)
+                    bytes += Int(length)
+                    continue
+                }
+                if length == -2 { throw self.connectionError(conn) }
+                done = true  // -1: COPY done
+                break
             }
-            if length == -2 { throw self.connectionError(conn) }
-            done = true
-            return nil
+            progress?(bytes)
+            return chunk.isEmpty ? nil : chunk
         }
         _ = try drainResults(conn)
         return rows

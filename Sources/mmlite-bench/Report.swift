@@ -52,16 +52,47 @@ struct Report {
         guard !mesh.isEmpty, !pglogical.isEmpty else { return nil }
         return mesh.median / pglogical.median
     }
+    /// The copy phase of `mmlite join` (connect, snapshot, COPY of every
+    /// table, commit) / `pg_dump --data-only | psql` of the same table in the
+    /// same run. (Until issue 18 this key divided the whole command's time:
+    /// that is `join_total_vs_pgdump` now.)
     var joinCopyVsPgdump: Double? {
+        let copies = results.join.compactMap(\.copySeconds)
+        guard !copies.isEmpty else { return nil }
+        return Stat(copies).median / Stat(results.join.map(\.dumpSeconds)).median
+    }
+    var joinTotalVsPgdump: Double? {
         guard !results.join.isEmpty else { return nil }
         return Stat(results.join.map(\.joinSeconds)).median / Stat(results.join.map(\.dumpSeconds)).median
     }
-    func conflictApply(_ mode: ConflictMode) -> Stat { Stat(results.conflicts.map { $0.applySeconds[mode] ?? .nan }) }
-    func conflictLocal(_ mode: ConflictMode) -> Stat { Stat(results.conflicts.map { $0.localTPS[mode] ?? .nan }) }
+    /// The join's fixed part: its wall time minus the copy phase.
+    var joinSetupSeconds: Double? {
+        let setups = results.join.compactMap(\.setupSeconds)
+        return setups.isEmpty ? nil : Stat(setups).median
+    }
+    func conflictApply(_ mode: ConflictMode) -> Stat { Stat(results.conflicts.compactMap { $0.applySeconds[mode] }) }
+    func conflictLocal(_ mode: ConflictMode) -> Stat { Stat(results.conflicts.compactMap { $0.localTPS[mode] }) }
     /// Extra backlog apply time with conflict handling, as installed by
     /// default (the native apply trigger).
     var conflictOverheadPct: Double? { conflictOverhead(.native) }
     var conflictOverheadSQLPct: Double? { conflictOverhead(.sql) }
+    /// Median over the runs of a ratio of two modes of the same run.
+    func pairedConflict(_ value: (ConflictRun) -> Double?) -> Stat {
+        Stat(results.conflicts.compactMap(value).filter(\.isFinite))
+    }
+    /// Apply throughput with last-update-wins (native apply) / plain's: plain time / native time, per run.
+    var conflictApplyVsPlain: Stat { pairedConflict { run in run.applySeconds[.plain].flatMap { plain in run.applySeconds[.native].map { plain / $0 } } } }
+    var conflictLocalVsPlain: Stat { pairedConflict { run in run.localTPS[.native].flatMap { native in run.localTPS[.plain].map { native / $0 } } } }
+    /// mmlite's last-update-wins apply throughput / pglogical's: pglogical time / native time, per run.
+    var conflictApplyVsPglogicalLWW: Stat { pairedConflict { run in run.applySeconds[.pglogicalLWW].flatMap { pgl in run.applySeconds[.native].map { pgl / $0 } } } }
+    func median(_ stat: Stat) -> Double? { stat.isEmpty ? nil : stat.median }
+
+    func pairedBulk(_ value: (BulkRun) -> Double?) -> Stat { Stat(results.bulk.compactMap(value).filter(\.isFinite)) }
+    /// One 200k-row UPDATE: plain local time / opted-in local time (a throughput ratio), per run.
+    var conflictBulkLocalVsPlain: Stat { pairedBulk { run in run.localSeconds[.plain].flatMap { plain in run.localSeconds[.native].map { plain / $0 } } } }
+    var conflictBulkApplyVsPlain: Stat { pairedBulk { run in run.applySeconds[.plain].flatMap { plain in run.applySeconds[.native].map { plain / $0 } } } }
+    func bulkStat(_ mode: ConflictMode, _ value: (BulkRun) -> [ConflictMode: Double]) -> Stat { Stat(results.bulk.compactMap { value($0)[mode] }) }
+
     func conflictOverhead(_ mode: ConflictMode) -> Double? {
         guard !results.conflicts.isEmpty else { return nil }
         return (conflictApply(mode).median / conflictApply(.plain).median - 1) * 100
@@ -79,8 +110,15 @@ struct Report {
         add("mesh3_catchup_vs_native_1to1", mesh3CatchupVsNative1to1)
         add("mesh2_tps_vs_pglogical", mesh2TPSVsPglogical)
         add("join_copy_vs_pgdump", joinCopyVsPgdump)
+        add("join_setup_seconds", joinSetupSeconds, 2)
+        add("join_total_vs_pgdump", joinTotalVsPgdump)
         add("conflict_overhead_pct", conflictOverheadPct, 1)
         add("conflict_overhead_sql_pct", conflictOverheadSQLPct, 1)
+        add("conflict_apply_vs_plain", median(conflictApplyVsPlain))
+        add("conflict_local_vs_plain", median(conflictLocalVsPlain))
+        add("conflict_apply_vs_pglogical_lww", median(conflictApplyVsPglogicalLWW))
+        add("conflict_bulk_local_vs_plain", median(conflictBulkLocalVsPlain))
+        add("conflict_bulk_apply_vs_plain", median(conflictBulkApplyVsPlain))
         return lines
     }
 
@@ -95,6 +133,7 @@ struct Report {
         }
         for (index, run) in results.join.enumerated() where !run.contentEqual { problems.append("join run \(index + 1): content differs") }
         for (index, run) in results.conflicts.enumerated() where !run.contentEqual { problems.append("conflicts run \(index + 1): content differs") }
+        for (index, run) in results.bulk.enumerated() where !run.contentEqual { problems.append("bulk run \(index + 1): content differs") }
         return problems
     }
 
@@ -115,12 +154,31 @@ struct Report {
                         value: mesh3CatchupVsNative1to1.map { fmt($0, 3) } ?? "n/a", target: "—", met: "—"))
         rows.append(Row(key: "mesh2_tps_vs_pglogical", what: "2-node mmlite total TPS / 2-node pglogical total TPS (unthrottled)",
                         value: mesh2TPSVsPglogical.map { fmt($0, 3) } ?? "n/a (\(results.skipped["pglogical"] ?? "not run"))", target: "≥ 1", met: verdict(mesh2TPSVsPglogical.map { $0 >= 1 })))
-        rows.append(Row(key: "join_copy_vs_pgdump", what: "`mmlite join` time / `pg_dump \\| psql` time, \(compact(results.parameters["join rows"].flatMap { Int($0) } ?? 0)) rows",
-                        value: joinCopyVsPgdump.map { fmt($0, 3) } ?? "not measured (\(results.skipped["join"] ?? "not run"))", target: "—", met: "—"))
+        let joinRows = compact(results.parameters["join rows"].flatMap { Int($0) } ?? 0)
+        let joinMissing = "not measured (\(results.skipped["join"] ?? "not run"))"
+        rows.append(Row(key: "join_copy_vs_pgdump", what: "`mmlite join`'s copy phase / `pg_dump --data-only \\| psql`, \(joinRows) rows (until issue 18: the whole command; that is `join_total_vs_pgdump` now)",
+                        value: joinCopyVsPgdump.map { fmt($0, 3) } ?? joinMissing, target: "≤ 1.2", met: verdict(joinCopyVsPgdump.map { $0 <= 1.2 })))
+        rows.append(Row(key: "join_setup_seconds", what: "`mmlite join`'s fixed part: its wall time minus the copy phase (preflight, slots, pause, wiring, catch-up), s",
+                        value: joinSetupSeconds.map { fmt($0, 2) } ?? joinMissing, target: "—", met: "—"))
+        rows.append(Row(key: "join_total_vs_pgdump", what: "the whole `mmlite join` command / `pg_dump \\| psql`, \(joinRows) rows",
+                        value: joinTotalVsPgdump.map { fmt($0, 3) } ?? joinMissing, target: "—", met: "—"))
         rows.append(Row(key: "conflict_overhead_pct", what: "extra apply time with conflict handling (last-update-wins, native apply trigger: the default), %",
                         value: conflictOverheadPct.map { fmt($0, 1) } ?? "not measured (\(results.skipped["conflicts"] ?? "not run"))", target: "≤ 100 (apply ≥ 0.5× plain)", met: verdict(conflictOverheadPct.map { $0 <= 100 })))
         rows.append(Row(key: "conflict_overhead_sql_pct", what: "the same with the SQL apply trigger (`conflict_apply = \"sql\"`, or a node without mmlite.so), %",
                         value: conflictOverheadSQLPct.map { fmt($0, 1) } ?? "not measured (\(results.skipped["conflicts"] ?? "not run"))", target: "—", met: "—"))
+        let conflictsMissing = "not measured (\(results.skipped["conflicts"] ?? "not run"))"
+        rows.append(Row(key: "conflict_apply_vs_plain", what: "backlog apply throughput, last-update-wins (native apply) / plain, median of the per-run ratios",
+                        value: median(conflictApplyVsPlain).map { fmt($0, 3) } ?? conflictsMissing, target: "≥ 0.8", met: verdict(median(conflictApplyVsPlain).map { $0 >= 0.8 })))
+        rows.append(Row(key: "conflict_local_vs_plain", what: "local pgbench TPS on n1, last-update-wins / plain, median of the per-run ratios",
+                        value: median(conflictLocalVsPlain).map { fmt($0, 3) } ?? conflictsMissing, target: "≥ 0.9", met: verdict(median(conflictLocalVsPlain).map { $0 >= 0.9 })))
+        rows.append(Row(key: "conflict_apply_vs_pglogical_lww", what: "backlog apply throughput, mmlite last-update-wins (native apply) / pglogical 2.4 `last_update_wins`, median of the per-run ratios",
+                        value: median(conflictApplyVsPglogicalLWW).map { fmt($0, 3) } ?? "not measured (\(results.skipped["conflicts_pglogical"] ?? results.skipped["conflicts"] ?? "not run"))", target: "≥ 1", met: verdict(median(conflictApplyVsPglogicalLWW).map { $0 >= 1 })))
+        let bulkMissing = "not measured (\(results.skipped["bulk"] ?? "not run"))"
+        let bulkRows = compact(results.parameters["bulk rows"].flatMap { Int($0) } ?? 0)
+        rows.append(Row(key: "conflict_bulk_local_vs_plain", what: "one `UPDATE` of all \(bulkRows) rows on n1: plain time / opted-in time, median of the per-run ratios",
+                        value: median(conflictBulkLocalVsPlain).map { fmt($0, 3) } ?? bulkMissing, target: "≥ 0.5", met: verdict(median(conflictBulkLocalVsPlain).map { $0 >= 0.5 })))
+        rows.append(Row(key: "conflict_bulk_apply_vs_plain", what: "the same statement applied on n2 (backlog, slots settled): plain time / opted-in time, median of the per-run ratios",
+                        value: median(conflictBulkApplyVsPlain).map { fmt($0, 3) } ?? bulkMissing, target: "≥ 0.5", met: verdict(median(conflictBulkApplyVsPlain).map { $0 >= 0.5 })))
         return rows
     }
 
@@ -212,7 +270,9 @@ struct Report {
         } else {
             out.append("| | seconds |")
             out.append("|---|---|")
-            out.append("| `mmlite join n3 --from n1` (running 2-node mesh) | \(mmm(Stat(results.join.map(\.joinSeconds))) { fmt($0, 2) }) |")
+            out.append("| `mmlite join n3 --from n1` (running 2-node mesh), whole command | \(mmm(Stat(results.join.map(\.joinSeconds))) { fmt($0, 2) }) |")
+            out.append("| of which the copy phase (connect, snapshot, COPY, commit) | \(mmm(Stat(results.join.compactMap(\.copySeconds))) { fmt($0, 2) }) |")
+            out.append("| of which the rest (preflight, slots, pause, wiring, catch-up) | \(mmm(Stat(results.join.compactMap(\.setupSeconds))) { fmt($0, 2) }) |")
             out.append("| `pg_dump --data-only -t join_t \\| psql` | \(mmm(Stat(results.join.map(\.dumpSeconds))) { fmt($0, 2) }) |")
             out.append("")
             out.append("Content equal in every run: \(results.join.allSatisfy(\.contentEqual) ? "yes" : "**no**").")
@@ -226,16 +286,33 @@ struct Report {
         } else {
             let runs = results.conflicts
             let plainApply = conflictApply(.plain).median, plainLocal = conflictLocal(.plain).median
-            out.append("| | plain | last-update-wins, native apply | last-update-wins, SQL apply |")
-            out.append("|---|---|---|---|")
-            out.append("| backlog apply time (s) | \(mmm(conflictApply(.plain))) | \(mmm(conflictApply(.native))) | \(mmm(conflictApply(.sql))) |")
-            out.append("| apply throughput vs plain | 1× | \(fmt(plainApply / conflictApply(.native).median, 3))× | \(fmt(plainApply / conflictApply(.sql).median, 3))× |")
-            out.append("| local TPS (n1) | \(mmm(conflictLocal(.plain)) { fmt($0, 0) }) | \(mmm(conflictLocal(.native)) { fmt($0, 0) }) | \(mmm(conflictLocal(.sql)) { fmt($0, 0) }) |")
-            out.append("| local TPS vs plain | 1× | \(fmt(conflictLocal(.native).median / plainLocal, 3))× | \(fmt(conflictLocal(.sql).median / plainLocal, 3))× |")
+            out.append("| | plain | last-update-wins, native apply | last-update-wins, SQL apply | pglogical 2.4, `last_update_wins` |")
+            out.append("|---|---|---|---|---|")
+            out.append("| backlog apply time (s) | \(mmm(conflictApply(.plain))) | \(mmm(conflictApply(.native))) | \(mmm(conflictApply(.sql))) | \(mmm(conflictApply(.pglogicalLWW))) |")
+            out.append("| apply throughput vs plain (medians) | 1× | \(fmt(plainApply / conflictApply(.native).median, 3))× | \(fmt(plainApply / conflictApply(.sql).median, 3))× | \(fmt(plainApply / conflictApply(.pglogicalLWW).median, 3))× |")
+            out.append("| apply throughput vs plain (per run) | 1× | \(mmm(conflictApplyVsPlain, 3) { fmt($0, 3) }) | \(mmm(pairedConflict { run in run.applySeconds[.plain].flatMap { p in run.applySeconds[.sql].map { p / $0 } } }, 3) { fmt($0, 3) }) | \(mmm(pairedConflict { run in run.applySeconds[.plain].flatMap { p in run.applySeconds[.pglogicalLWW].map { p / $0 } } }, 3) { fmt($0, 3) }) |")
+            out.append("| local TPS (n1) | \(mmm(conflictLocal(.plain)) { fmt($0, 0) }) | \(mmm(conflictLocal(.native)) { fmt($0, 0) }) | \(mmm(conflictLocal(.sql)) { fmt($0, 0) }) | \(mmm(conflictLocal(.pglogicalLWW)) { fmt($0, 0) }) |")
+            out.append("| local TPS vs plain (medians) | 1× | \(fmt(conflictLocal(.native).median / plainLocal, 3))× | \(fmt(conflictLocal(.sql).median / plainLocal, 3))× | \(fmt(conflictLocal(.pglogicalLWW).median / plainLocal, 3))× |")
             out.append("")
-            out.append("\(runs.count) run(s) of \(results.parameters["conflict transactions"] ?? "?") transactions (one UPDATE of an existing row, one INSERT of a new key); the mode order rotates between runs. Capture (local writes) is SQL in both conflict modes.")
+            out.append("\(runs.count) run(s) of \(results.parameters["conflict transactions"] ?? "?") transactions (one UPDATE of an existing row, one INSERT of a new key); the mode order rotates between runs. Capture (local writes) is SQL in both conflict modes. pglogical: 2-node bidirectional (`forward_origins := '{}'`), `pglogical.conflict_resolution = last_update_wins`, `track_commit_timestamp = on`, other settings default (conflicts are logged at `LOG`)\(results.skipped["conflicts_pglogical"].map { "; **not run**: \($0)" } ?? "").")
             out.append("")
             out.append("Content equal in every run: \(runs.allSatisfy(\.contentEqual) ? "yes" : "**no**").")
+        }
+        out.append("")
+
+        out.append("## 5. One bulk statement on an opted-in table")
+        out.append("")
+        if results.bulk.isEmpty {
+            out.append("Not yet available: \(results.skipped["bulk"] ?? "not run").")
+        } else {
+            out.append("| | plain | last-update-wins, native apply | ratio (plain / opted-in, per run) |")
+            out.append("|---|---|---|---|")
+            out.append("| `UPDATE bulk_t SET v = v + 1, at = now()` on n1 (s) | \(mmm(bulkStat(.plain, \.localSeconds))) | \(mmm(bulkStat(.native, \.localSeconds))) | \(mmm(conflictBulkLocalVsPlain, 3) { fmt($0, 3) }) |")
+            out.append("| applied on n2 (s) | \(mmm(bulkStat(.plain, \.applySeconds))) | \(mmm(bulkStat(.native, \.applySeconds))) | \(mmm(conflictBulkApplyVsPlain, 3) { fmt($0, 3) }) |")
+            out.append("")
+            out.append("\(results.bulk.count) run(s) on the same two 2-node meshes (\(results.parameters["bulk rows"] ?? "?") rows preloaded alike on both nodes; order alternating; `VACUUM bulk_t` on every node before each run). n2's subscription from n1 is disabled (slots settled first) while the statement runs, then enabled: apply time is from enabling until a marker written after the statement arrives.")
+            out.append("")
+            out.append("Content equal in every run: \(results.bulk.allSatisfy(\.contentEqual) ? "yes" : "**no**").")
         }
         out.append("")
         return out.joined(separator: "\n")
@@ -308,7 +385,7 @@ struct Report {
         let tpsBars = present.map { Bar(label: shortName[$0] ?? "", stat: meshStat($0, .max) { $0.meanTPSPerNode }, color: color($0)) }
         let streamingBars = present.map { Bar(label: shortName[$0] ?? "", stat: meshStat($0, .rate) { $0.catchupSeconds * 1000 }, color: color($0)) }
         let backlogBars = present.map { Bar(label: shortName[$0] ?? "", stat: meshStat($0, .backlog) { $0.catchupSeconds }, color: color($0)) }
-        let conflictModes: [(ConflictMode, String, String)] = [(.plain, "plain", pgoutputColor), (.native, "LWW\nnative apply", mmliteColor), (.sql, "LWW\nSQL apply", nativeColor)]
+        let conflictModes: [(ConflictMode, String, String)] = [(.plain, "plain", pgoutputColor), (.native, "LWW\nnative apply", mmliteColor), (.sql, "LWW\nSQL apply", nativeColor), (.pglogicalLWW, "pglogical\nLWW", pglogicalColor)]
         let conflictBars = results.conflicts.isEmpty ? [] : conflictModes.map { Bar(label: $0.1, stat: conflictApply($0.0), color: $0.2) }
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\">\n"
         svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"

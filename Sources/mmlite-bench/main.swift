@@ -21,7 +21,8 @@ struct Options {
     var out = "bench/results"
     var pgConfig: String?
     var mmlite: String?
-    var only: Set<String> = ["decode", "mesh", "join", "conflicts"]
+    static let scenarios: Set<String> = ["decode", "mesh", "join", "conflicts", "bulk"]
+    var only: Set<String> = Options.scenarios
     var decodeRuns: Int?
     var meshRuns: Int?
     var duration: Int?
@@ -30,12 +31,17 @@ struct Options {
     var joinRows = 1_000_000
     var joinRuns: Int?
     var pglogical = true
+    var conflictRuns: Int?
+    var conflictTransactions: Int?
+    var bulkRows = 200_000
+    var bulkRuns: Int?
 
     static let usage = """
         usage: mmlite-bench [--quick] [--out DIR] [--pg-config PATH] [--mmlite PATH]
-                            [--only decode,mesh,join,conflicts] [--decode-runs N] [--mesh-runs N]
+                            [--only decode,mesh,join,conflicts,bulk] [--decode-runs N] [--mesh-runs N]
                             [--duration SECONDS] [--clients N] [--rate TPS_PER_NODE]
-                            [--join-rows N] [--join-runs N] [--no-pglogical]
+                            [--join-rows N] [--join-runs N] [--conflict-runs N]
+                            [--conflict-transactions N] [--bulk-rows N] [--bulk-runs N] [--no-pglogical]
         """
 
     static func parse(_ arguments: [String]) throws -> Options {
@@ -58,7 +64,7 @@ struct Options {
             case "--mmlite": options.mmlite = try value(argument)
             case "--only":
                 options.only = Set(try value(argument).split(separator: ",").map { String($0) })
-                let unknown = options.only.subtracting(["decode", "mesh", "join", "conflicts"])
+                let unknown = options.only.subtracting(Options.scenarios)
                 guard unknown.isEmpty else { throw BenchError("--only: unknown scenario(s) \(unknown.sorted())") }
             case "--decode-runs": options.decodeRuns = try number(argument)
             case "--mesh-runs": options.meshRuns = try number(argument)
@@ -67,6 +73,10 @@ struct Options {
             case "--rate": options.rate = try number(argument)
             case "--join-rows": options.joinRows = try number(argument)
             case "--join-runs": options.joinRuns = try number(argument)
+            case "--conflict-runs": options.conflictRuns = try number(argument)
+            case "--conflict-transactions": options.conflictTransactions = try number(argument)
+            case "--bulk-rows": options.bulkRows = try number(argument)
+            case "--bulk-runs": options.bulkRuns = try number(argument)
             case "--no-pglogical": options.pglogical = false
             case "-h", "--help": print(usage); exit(0)
             default: throw BenchError("unknown argument \(argument)\n\(usage)")
@@ -86,6 +96,7 @@ struct Results: Codable {
     var meshRate: Int?
     var join: [JoinRun] = []
     var conflicts: [ConflictRun] = []
+    var bulk: [BulkRun] = []
     /// Scenarios skipped and why.
     var skipped: [String: String] = [:]
     var seconds: Double = 0
@@ -134,9 +145,14 @@ func main() throws -> Int32 {
     let meshRuns = options.meshRuns ?? 3  // a median of 3 even in --quick: TPS ratios of 2 runs swing ±10 %
     let duration = options.duration ?? (quick ? 5 : 20)
     let joinRuns = options.joinRuns ?? (quick ? 1 : 3)
-    let conflictTransactions = quick ? 5_000 : 50_000
-    // The noisiest scenario (a backlog applied in 1–3 s): 5 runs in the full benchmark.
-    let conflictRuns = quick ? 1 : 5
+    // The noisiest scenario (a backlog applied in 1–3 s): medians of 3 runs of
+    // 20k transactions even in --quick (1 run of 5k scattered ±30 %), 5 of 50k in the full run.
+    let conflictTransactions = options.conflictTransactions ?? (quick ? 20_000 : 50_000)
+    let conflictRuns = options.conflictRuns ?? (quick ? 3 : 5)
+    let bulkRuns = options.bulkRuns ?? (quick ? 3 : 5)
+    // The SQL apply trigger (conflict_overhead_sql_pct) in every run of the full
+    // benchmark, in the first only with --quick (as before issue 18: 1 run).
+    let conflictSQLRuns = quick ? 1 : conflictRuns
     var results = Results(mode: quick ? "quick" : "full")
     results.machine = machineFacts(installation)
     results.machine["load average at start"] = loadAverage()
@@ -144,12 +160,21 @@ func main() throws -> Int32 {
         "decode runs": String(decodeRuns), "mesh runs": String(meshRuns), "pgbench duration (s)": String(duration),
         "pgbench clients per node": String(options.clients), "join rows": String(options.joinRows), "join runs": String(joinRuns),
         "conflict transactions": String(conflictTransactions), "conflict runs": String(conflictRuns),
+        "conflict runs with the SQL apply trigger": String(min(conflictSQLRuns, conflictRuns)),
+        "bulk rows": String(options.bulkRows), "bulk runs": String(bulkRuns),
     ]
     say("mmlite-bench (\(results.mode)): PostgreSQL \(installation.version), \(results.machine["nproc"] ?? "?") CPUs, load \(results.machine["load average at start"] ?? "?")")
 
     // 1. decode
     if options.only.contains("decode") {
         results.decode = try DecodeScenario(installation: installation, runs: decodeRuns, bigRows: 500_000, smallTransactions: 50_000).run()
+    }
+
+    var pglogicalSkipped: String? = nil
+    if !options.pglogical {
+        pglogicalSkipped = "--no-pglogical"
+    } else if !FileManager.default.fileExists(atPath: installation.pkglibdir + "/pglogical.so") {
+        pglogicalSkipped = "pglogical is not installed for PostgreSQL \(installation.major) (apt-get install postgresql-\(installation.major)-pglogical)"
     }
 
     // 2. mesh
@@ -159,10 +184,8 @@ func main() throws -> Int32 {
     if options.only.contains("mesh") {
         // --quick leaves out native 1→1: only the informational *_1to1 ratio needs it.
         var topologies: [Topology] = quick ? [.mmlite3, .native3, .mmlite2] : [.mmlite3, .native3, .native, .mmlite2]
-        if !options.pglogical {
-            results.skipped["pglogical"] = "--no-pglogical"
-        } else if !FileManager.default.fileExists(atPath: installation.pkglibdir + "/pglogical.so") {
-            results.skipped["pglogical"] = "pglogical is not installed for PostgreSQL \(installation.major) (apt-get install postgresql-\(installation.major)-pglogical)"
+        if let reason = pglogicalSkipped {
+            results.skipped["pglogical"] = reason
         } else {
             topologies.append(.pglogical2)
         }
@@ -209,11 +232,25 @@ func main() throws -> Int32 {
         }
         if let reason = results.skipped["join"] { say("join: skipped: \(reason)") }
     }
+    // Conflicts and bulk: the local-write phase lasts --duration, or 3 s in --quick
+    // (its 10 meshes and 3 bulk runs must fit in the quick run's 12 minutes).
+    let conflictMesh = MeshScenario(installation: installation, workDirectory: workDirectory, duration: options.duration ?? (quick ? 3 : duration),
+                                    clients: options.clients, preloadRows: mesh.preloadRows, pgbench: mesh.pgbench)
+    results.parameters["conflict local-write phase (s)"] = String(conflictMesh.duration)
     if options.only.contains("conflicts") {
         if options.mmlite == nil || !FileManager.default.isExecutableFile(atPath: tool.path) {
             results.skipped["conflicts"] = "the mmlite tool was not built (pass --mmlite PATH)"
         } else {
-            let scenario = ConflictScenario(installation: installation, tool: tool, mesh: mesh, transactions: conflictTransactions)
+            var scenario = ConflictScenario(installation: installation, tool: tool, mesh: conflictMesh, transactions: conflictTransactions)
+            scenario.sqlRuns = conflictSQLRuns
+            if quick { scenario.kept = ConflictScenario.KeptMeshes() }
+            defer { scenario.kept?.destroyAll() }
+            if let reason = pglogicalSkipped {
+                results.skipped["conflicts_pglogical"] = reason
+                say("conflicts: skipping pglogical last_update_wins: \(reason)")
+            } else {
+                scenario.modes.append(.pglogicalLWW)
+            }
             do {
                 for run in 0..<conflictRuns { results.conflicts.append(try scenario.run(number: run)) }
             } catch {
@@ -222,6 +259,21 @@ func main() throws -> Int32 {
             }
         }
         if let reason = results.skipped["conflicts"] { say("conflicts: skipped: \(reason)") }
+    }
+    if options.only.contains("bulk") {
+        if options.mmlite == nil || !FileManager.default.isExecutableFile(atPath: tool.path) {
+            results.skipped["bulk"] = "the mmlite tool was not built (pass --mmlite PATH)"
+        } else {
+            let scenario = BulkScenario(conflicts: ConflictScenario(installation: installation, tool: tool, mesh: conflictMesh, transactions: conflictTransactions),
+                                        rows: options.bulkRows)
+            do {
+                results.bulk = try scenario.run(runs: bulkRuns)
+            } catch {
+                say("bulk: failed: \(error)")
+                results.skipped["bulk"] = "failed: " + oneLine(String(describing: error))
+            }
+        }
+        if let reason = results.skipped["bulk"] { say("bulk: skipped: \(reason)") }
     }
 
     results.machine["load average at end"] = loadAverage()

@@ -99,6 +99,18 @@ final class PGConnectionTests {
         #expect(streamed == 1000)
         #expect(bytes > 0)
         #expect(try connection.execute("SELECT count(*) FROM dst").scalar == "1002")
+
+        // Rows are passed on in chunks; any chunk size carries the same stream
+        // (chunks hold whole rows; the server reads one byte stream either way).
+        for (index, size) in [1, 37, 64 * 1024].enumerated() {
+            try connection.execute("CREATE TABLE dst_\(index) (LIKE src)")
+            var last = 0
+            let rows = try connection.copy("COPY src TO STDOUT (FORMAT binary)", to: target,
+                                           "COPY dst_\(index) FROM STDIN (FORMAT binary)", chunkSize: size) { last = $0 }
+            #expect(rows == 1000)
+            #expect(last == bytes)
+            #expect(try connection.execute("SELECT (SELECT md5(string_agg(id || ':' || t, ',' ORDER BY id)) FROM src) = (SELECT md5(string_agg(id || ':' || t, ',' ORDER BY id)) FROM dst_\(index))").scalar == "t")
+        }
     }
 
     @Test("replication connection: IDENTIFY_SYSTEM and a slot with an exported snapshot")
