@@ -350,42 +350,56 @@ struct ConflictTests {
 /// each `operations` random upserts, updates and deletes over 20 keys from
 /// `base`. Returns how many statements changed a row.
 func randomWorkload(conninfos: [String], table: String, seed: UInt64, base: Int, operations: Int) throws -> Int {
-    let lock = NSLock()
-    let total = Unchecked(Counter())
-    let failures = Unchecked(Counter())
+    try concurrentWriters(conninfos: conninfos) { index, connection in
+        var random = SplitMix64(seed: seed &* 31 &+ UInt64(index))
+        var changed = 0
+        for step in 0..<operations {
+            let key = base + Int(random.next() % 20)
+            let roll = random.next() % 10
+            let sql: String
+            if roll < 4 {
+                sql = "INSERT INTO public.\(table) VALUES (\(key), 'n\(index + 1)-\(step)', \(step)) ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, balance = EXCLUDED.balance"
+            } else if roll < 8 {
+                sql = "UPDATE public.\(table) SET owner = 'n\(index + 1)-\(step)', balance = balance + 1 WHERE id = \(key)"
+            } else {
+                sql = "DELETE FROM public.\(table) WHERE id = \(key)"
+            }
+            // A deadlock with an apply worker (rare) rolls the statement back; skip it.
+            if let result = try? connection.execute(sql), (result.affectedRows ?? 0) > 0 { changed += 1 }
+        }
+        return changed
+    }.reduce(0, +)
+}
+
+/// One writer thread per node at once, each on its own connection (node 3's,
+/// index 2, with its clock 3 s behind); returns each writer's result, in node order.
+func concurrentWriters<T>(conninfos: [String], _ write: @escaping @Sendable (Int, PGConnection) -> T) throws -> [T] {
+    let results = WriterResults<T>()
     let finished = DispatchSemaphore(value: 0)
     for (index, conninfo) in conninfos.enumerated() {
         let thread = Thread {
             defer { finished.signal() }
             guard let connection = try? PGConnection(conninfo) else {
-                lock.lock(); failures.value.count += 1; lock.unlock(); return
+                results.lock.lock(); results.failures += 1; results.lock.unlock(); return
             }
             defer { connection.close() }
             if index == 2 { _ = try? connection.execute("SET mmlite.clock_offset_ms = -3000") }
-            var random = SplitMix64(seed: seed &* 31 &+ UInt64(index))
-            var changed = 0
-            for step in 0..<operations {
-                let key = base + Int(random.next() % 20)
-                let roll = random.next() % 10
-                let sql: String
-                if roll < 4 {
-                    sql = "INSERT INTO public.\(table) VALUES (\(key), 'n\(index + 1)-\(step)', \(step)) ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, balance = EXCLUDED.balance"
-                } else if roll < 8 {
-                    sql = "UPDATE public.\(table) SET owner = 'n\(index + 1)-\(step)', balance = balance + 1 WHERE id = \(key)"
-                } else {
-                    sql = "DELETE FROM public.\(table) WHERE id = \(key)"
-                }
-                // A deadlock with an apply worker (rare) rolls the statement back; skip it.
-                if let result = try? connection.execute(sql), (result.affectedRows ?? 0) > 0 { changed += 1 }
-            }
-            lock.lock(); total.value.count += changed; lock.unlock()
+            let value = write(index, connection)
+            results.lock.lock(); results.values[index] = value; results.lock.unlock()
         }
         thread.stackSize = 4 << 20
         thread.start()
     }
     for _ in conninfos { finished.wait() }
-    if failures.value.count > 0 { throw HarnessError("a writer could not connect") }
-    return total.value.count
+    if results.failures > 0 { throw HarnessError("a writer could not connect") }
+    return conninfos.indices.compactMap { results.values[$0] }
+}
+
+/// What `concurrentWriters`' threads hand back, under its lock.
+final class WriterResults<R>: @unchecked Sendable {
+    let lock = NSLock()
+    var values: [Int: R] = [:]
+    var failures = 0
 }
 
 final class Counter { var count = 0 }

@@ -190,47 +190,30 @@ struct DeltaTests {
 /// updates, deletes, inserts. Returns per node (1-based) how many increments
 /// changed a row and their sum.
 func counterWorkload(conninfos: [String], seed: UInt64, operations: Int) throws -> [Int: (count: Int, sum: Int)] {
-    let lock = NSLock()
-    final class Tally { var byNode: [Int: (count: Int, sum: Int)] = [:] }
-    let result = Unchecked(Tally())
-    let failures = Unchecked(Counter())
-    let finished = DispatchSemaphore(value: 0)
-    for (index, conninfo) in conninfos.enumerated() {
-        let thread = Thread {
-            defer { finished.signal() }
-            guard let connection = try? PGConnection(conninfo) else {
-                lock.lock(); failures.value.count += 1; lock.unlock(); return
+    let tallies = try concurrentWriters(conninfos: conninfos) { index, connection -> (count: Int, sum: Int) in
+        var random = SplitMix64(seed: seed &* 977 &+ UInt64(index))
+        var count = 0, sum = 0
+        for step in 0..<operations {
+            let key = 1 + Int(random.next() % 8)
+            let roll = random.next() % 20
+            let delta = Int(random.next() % 19) - 9
+            let note = "n\(index + 1)-\(step)"
+            let sql: String
+            var increments = false
+            switch roll {
+            case 0..<8: sql = "UPDATE public.counters SET n = n + \(delta) WHERE id = \(key)"; increments = true
+            case 8..<11: sql = "UPDATE public.counters SET n = n + \(delta), note = '\(note)' WHERE id = \(key)"; increments = true
+            case 11..<14: sql = "UPDATE public.counters SET note = '\(note)' WHERE id = \(key)"
+            case 14..<16: sql = "DELETE FROM public.counters WHERE id = \(key)"
+            default: sql = "INSERT INTO public.counters VALUES (\(key), '\(note)', \(Int(random.next() % 100))) ON CONFLICT (id) DO NOTHING"
             }
-            defer { connection.close() }
-            if index == 2 { _ = try? connection.execute("SET mmlite.clock_offset_ms = -3000") }
-            var random = SplitMix64(seed: seed &* 977 &+ UInt64(index))
-            var count = 0, sum = 0
-            for step in 0..<operations {
-                let key = 1 + Int(random.next() % 8)
-                let roll = random.next() % 20
-                let delta = Int(random.next() % 19) - 9
-                let note = "n\(index + 1)-\(step)"
-                let sql: String
-                var increments = false
-                switch roll {
-                case 0..<8: sql = "UPDATE public.counters SET n = n + \(delta) WHERE id = \(key)"; increments = true
-                case 8..<11: sql = "UPDATE public.counters SET n = n + \(delta), note = '\(note)' WHERE id = \(key)"; increments = true
-                case 11..<14: sql = "UPDATE public.counters SET note = '\(note)' WHERE id = \(key)"
-                case 14..<16: sql = "DELETE FROM public.counters WHERE id = \(key)"
-                default: sql = "INSERT INTO public.counters VALUES (\(key), '\(note)', \(Int(random.next() % 100))) ON CONFLICT (id) DO NOTHING"
-                }
-                // A deadlock with an apply worker (rare) rolls the statement back: not counted.
-                if let done = try? connection.execute(sql), (done.affectedRows ?? 0) > 0, increments, delta != 0 {
-                    count += 1
-                    sum += delta
-                }
+            // A deadlock with an apply worker (rare) rolls the statement back: not counted.
+            if let done = try? connection.execute(sql), (done.affectedRows ?? 0) > 0, increments, delta != 0 {
+                count += 1
+                sum += delta
             }
-            lock.lock(); result.value.byNode[index + 1] = (count, sum); lock.unlock()
         }
-        thread.stackSize = 4 << 20
-        thread.start()
+        return (count, sum)
     }
-    for _ in conninfos { finished.wait() }
-    if failures.value.count > 0 { throw HarnessError("a writer could not connect") }
-    return result.value.byNode
+    return Dictionary(uniqueKeysWithValues: tallies.enumerated().map { ($0.offset + 1, $0.element) })
 }
