@@ -233,9 +233,9 @@ public struct Checks: Sendable {
                     try ConflictSQL.validateDeltas(described)
                     pass("delta_columns", "\(table.sql): " + described.deltas.map { "\($0.name) (\($0.type))" }.joined(separator: ", ")
                          + " add up on every node; other columns: last update wins")
-                } catch let error as ConflictSQL.GenerationError {
-                    fail("delta_columns", error.message, "list in delta_columns only columns of \(table.sql) of type smallint, integer, bigint or numeric, outside its primary key (docs/conflicts.md, \"Delta columns\")")
-                } catch {}
+                } catch {
+                    fail("delta_columns", "\(error)", "list in delta_columns only columns of \(table.sql) of type smallint, integer, bigint or numeric, outside its primary key (docs/conflicts.md, \"Delta columns\")")
+                }
             }
         }
 
