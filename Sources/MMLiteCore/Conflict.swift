@@ -686,12 +686,7 @@ public enum ConflictSQL {
             DROP TRIGGER IF EXISTS mmlite_capture_ins ON \(user);
             DROP TRIGGER IF EXISTS mmlite_capture_upd ON \(user);
             DROP TRIGGER IF EXISTS mmlite_capture_del ON \(user);
-            CREATE TRIGGER mmlite_capture_ins AFTER INSERT ON \(user)
-                REFERENCING NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
-            CREATE TRIGGER mmlite_capture_upd AFTER UPDATE ON \(user)
-                REFERENCING OLD TABLE AS mm_old NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
-            CREATE TRIGGER mmlite_capture_del AFTER DELETE ON \(user)
-                REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT EXECUTE FUNCTION \(capture)();
+            \(table.nativeApply && deltas.isEmpty ? nativeCaptureTriggers(table, node: node) : sqlCaptureTriggerStatements(table))
             \(truncateGuard(table))
             DROP TRIGGER IF EXISTS mmlite_apply ON \(changes);
             \(table.nativeApply && deltas.isEmpty ? nativeApplyTrigger(table, node: node) : sqlApplyTriggerStatement(table) + ";")
@@ -755,6 +750,51 @@ public enum ConflictSQL {
                         \(SQL.literal(changes)), \(arguments.map(SQL.literal).joined(separator: ", ")));
                 ELSE
                     EXECUTE \(SQL.literal(sqlApplyTriggerStatement(table)));
+                END IF;
+            END $mmlite$;
+            """
+    }
+
+    /// The capture triggers, statement-level with transition tables
+    /// (PostgreSQL allows those only on single-event triggers, hence three).
+    static func captureTriggerStatements(_ table: Table, function: String) -> [String] {
+        let user = table.name.sql
+        return [
+            "CREATE TRIGGER mmlite_capture_ins AFTER INSERT ON \(user)\n    REFERENCING NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(function)",
+            "CREATE TRIGGER mmlite_capture_upd AFTER UPDATE ON \(user)\n    REFERENCING OLD TABLE AS mm_old NEW TABLE AS mm_new FOR EACH STATEMENT EXECUTE FUNCTION \(function)",
+            "CREATE TRIGGER mmlite_capture_del AFTER DELETE ON \(user)\n    REFERENCING OLD TABLE AS mm_old FOR EACH STATEMENT EXECUTE FUNCTION \(function)",
+        ]
+    }
+
+    static func sqlCaptureTriggerStatements(_ table: Table) -> String {
+        captureTriggerStatements(table, function: function(table.name, "capture").sql + "()").map { $0 + ";" }.joined(separator: "\n")
+    }
+
+    /// The native capture trigger (`mmlite.capture_change()` in mmlite.so,
+    /// docs/conflicts.md "Native capture") where the server has it, else the
+    /// plpgsql one. Its arguments: version table, change table, the plpgsql
+    /// function it hands what it does not do itself to, this node, and the
+    /// writable columns it was installed for (a table that has other columns
+    /// now goes to the plpgsql function, which fails naming them, as always).
+    static func nativeCaptureTriggers(_ table: Table, node: String) -> String {
+        let arguments = [versionTable(table.name).sql, changeTable(table.name).sql, function(table.name, "capture").sql + "()", node]
+            + table.columns.filter { !$0.generated }.map(\.name)
+        let native = "mmlite.capture_change(" + arguments.map(SQL.literal).joined(separator: ", ") + ")"
+        let statements = captureTriggerStatements(table, function: native)
+        return """
+            DO $mmlite$
+            BEGIN
+                CREATE OR REPLACE FUNCTION mmlite.capture_change() RETURNS trigger
+                    LANGUAGE C AS '$libdir/mmlite', 'mmlite_capture_change';
+            EXCEPTION WHEN OTHERS THEN
+                RAISE NOTICE 'mmlite: no native capture on this server (%); conflict handling captures with SQL', SQLERRM;
+            END $mmlite$;
+            DO $mmlite$
+            BEGIN
+                IF pg_catalog.to_regprocedure('mmlite.capture_change()') IS NOT NULL THEN
+            \(statements.map { "            EXECUTE \(SQL.literal($0));" }.joined(separator: "\n"))
+                ELSE
+            \(captureTriggerStatements(table, function: function(table.name, "capture").sql + "()").map { "            EXECUTE \(SQL.literal($0));" }.joined(separator: "\n"))
                 END IF;
             END $mmlite$;
             """

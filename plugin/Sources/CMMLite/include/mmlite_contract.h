@@ -34,4 +34,7 @@
 /* mmlite.apply_change()'s trigger arguments: user table, version table, SQL apply function(), node name. */
 #define MMLITE_APPLY_ARGUMENTS 4
 
+/* mmlite.capture_change()'s fixed trigger arguments: version table, change table, SQL capture function(), node name; then the installed columns. */
+#define MMLITE_CAPTURE_ARGUMENTS 4
+
 #endif							/* MMLITE_CONTRACT_H */
