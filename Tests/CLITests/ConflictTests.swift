@@ -36,6 +36,11 @@ extension TestMesh {
         try self[index].scalar("SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgname = 'mmlite_apply' AND tgrelid = 'mmlite.\"public.accounts$changes\"'::regclass") ?? ""
     }
 
+    /// The function behind node `index`'s capture triggers on `accounts` (one name: the three agree).
+    func captureTriggerFunction(_ index: Int) throws -> String {
+        try self[index].scalar("SELECT string_agg(DISTINCT tgfoid::regproc::text, ' ') FROM pg_trigger WHERE tgname LIKE 'mmlite\\_capture\\_%' AND tgrelid = 'public.accounts'::regclass") ?? ""
+    }
+
     /// Stops (or restarts) every subscription on node `index`: it receives nothing meanwhile.
     func setReceiving(_ index: Int, _ enabled: Bool) throws {
         for other in 1...clusters.count where other != index {
@@ -92,6 +97,8 @@ struct ConflictCase: Sendable, CustomTestStringConvertible {
     var testDescription: String { "PostgreSQL \(pg.major), \(apply == .sql ? "SQL" : "native") apply" }
     /// What `applyTriggerFunction` must name.
     var expectedTriggerFunction: String { apply == .sql ? "mmlite.\"public.accounts$apply\"" : "mmlite.apply_change" }
+    /// What `captureTriggerFunction` must name.
+    var expectedCaptureFunction: String { apply == .sql ? "mmlite.\"public.accounts$capture\"" : "mmlite.capture_change" }
 }
 
 let conflictCases: [ConflictCase] = conflictInstallations.map { ConflictCase(pg: $0, apply: .auto) }
@@ -102,7 +109,10 @@ struct ConflictTests {
     @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge", arguments: conflictCases)
     func pairings(_ conflictCase: ConflictCase) throws {
         let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
-        for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
+        for index in 1...3 {
+            #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction)
+            #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction)
+        }
         // status says which apply each node uses.
         let applyStatus = mesh.mmlite(["status", "--format", "json"])
         #expect(applyStatus.out.components(separatedBy: "\"conflict_apply\": \"\(conflictCase.apply == .sql ? "sql" : "native")\"").count == 4, "\(applyStatus)")
@@ -234,10 +244,67 @@ struct ConflictTests {
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
     }
 
+    @Test("capture writes the same versions and change rows natively and in SQL: a multi-row insert, an update, a delete, a key-moving update (decided set-wise), a clock behind, a counter at its limit, a role without rights on mmlite's tables", arguments: conflictCases)
+    func capture(_ conflictCase: ConflictCase) throws {
+        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        for index in 1...3 { #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction) }
+        let n1 = mesh[1]
+        for statement in ["INSERT INTO public.accounts VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)",
+                          "UPDATE public.accounts SET balance = balance + 10 WHERE id IN (1, 2)",
+                          "DELETE FROM public.accounts WHERE id = 3",
+                          // 1 -> 0, then 2 -> 1 in one statement: key 0 is inserted, key 1 updated (with b's row), key 2 deleted.
+                          "UPDATE public.accounts SET id = id - 1 WHERE id IN (1, 2)"] {
+            try n1.execute(statement)
+            try n1.execute("SELECT pg_sleep(0.01)")     // one millisecond per statement: the order below
+        }
+        let versions = "SELECT string_agg(id || ':' || op || ':' || coalesce(prev_op, '-'), ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\""
+        #expect(try n1.scalar(versions) == "0:insert:-,1:update:update,2:delete:update,3:delete:insert")
+        let changes = """
+            SELECT string_agg(mm_op || ':' || id || ':' || coalesce(owner, '-') || ':' || coalesce(balance::text, '-') || ':' || (mm_prev_node IS NOT NULL)::text, ','
+                              ORDER BY mm_v_ms, mm_v_counter, mm_op, id)
+            FROM mmlite."public.accounts$changes" WHERE mm_node = 'n1'
+            """
+        #expect(try n1.scalar(changes) == "insert:1:a:1:false,insert:2:b:2:false,insert:3:c:3:false,update:1:a:11:true,update:2:b:12:true,delete:3:-:-:true,delete:2:-:-:true,insert:0:a:11:false,update:1:b:12:true")
+        mesh.expectEverywhere("0:a:11,1:b:12", where: "true")
+
+        // A clock behind the key's version: the same ms, the counter one up (a causally later write wins anyway).
+        let before = try n1.scalar("SELECT v_ms || ':' || v_counter FROM mmlite.\"public.accounts$versions\" WHERE id = 1") ?? ""
+        let parts = before.split(separator: ":")
+        try n1.execute("BEGIN; SET LOCAL mmlite.clock_offset_ms = -3600000; UPDATE public.accounts SET owner = 'behind' WHERE id = 1; COMMIT")
+        #expect(try n1.scalar("SELECT v_ms || ':' || v_counter FROM mmlite.\"public.accounts$versions\" WHERE id = 1") == "\(parts[0]):\(Int(parts[1])! + 1)")
+        mesh.expectEverywhere("0:a:11,1:behind:12", where: "true")
+
+        // A counter at its limit: the write fails (integer out of range) and changes nothing.
+        try n1.execute("UPDATE mmlite.\"public.accounts$versions\" SET v_counter = 2147483647 WHERE id = 1")
+        var overflow: PGError?
+        do { try n1.execute("BEGIN; SET LOCAL mmlite.clock_offset_ms = -3600000; UPDATE public.accounts SET owner = 'lost' WHERE id = 1; COMMIT") } catch let error as PGError { overflow = error }
+        #expect(overflow?.sqlState == "22003", "\(String(describing: overflow))")
+        #expect(try n1.scalar("SELECT owner FROM public.accounts WHERE id = 1") == "behind")
+
+        // A role that may write the table but not mmlite's tables is refused as by SQL (42501); granted, it writes.
+        try n1.execute("CREATE ROLE capture_app LOGIN; GRANT ALL ON public.accounts TO capture_app")
+        let app = try n1.connect(overrides: ["user": "capture_app"])
+        defer { app.close() }
+        var denied: PGError?
+        do { try app.execute("INSERT INTO public.accounts VALUES (20, 'app', 0)") } catch let error as PGError { denied = error }
+        #expect(denied?.sqlState == "42501", "\(String(describing: denied))")
+        try n1.execute("""
+            GRANT USAGE ON SCHEMA mmlite TO capture_app;
+            GRANT SELECT, INSERT, UPDATE ON mmlite."public.accounts$versions" TO capture_app;
+            GRANT INSERT ON mmlite."public.accounts$changes" TO capture_app
+            """)
+        try app.execute("INSERT INTO public.accounts VALUES (20, 'app', 0)")
+        mesh.expectEverywhere("0:a:11,1:behind:12,20:app:0", where: "true")
+        #expect(try mesh.conflictCount(1) + mesh.conflictCount(2) + mesh.conflictCount(3) == 0, "causal writes are not conflicts")
+    }
+
     @Test("an arriving insert of a key a local statement is inserting waits for it (no duplicate-key error), then resolves like any insert/insert", arguments: conflictCases)
     func insertRace(_ conflictCase: ConflictCase) throws {
         let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
-        for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
+        for index in 1...3 {
+            #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction)
+            #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction)
+        }
         // A local insert on n2 that stops after writing its row, before mmlite's capture writes
         // the version (AFTER ROW triggers fire before AFTER STATEMENT ones), until `gate` lets go.
         try mesh[2].execute("""
@@ -282,7 +349,10 @@ struct ConflictTests {
     @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictCases)
     func randomWriters(_ conflictCase: ConflictCase) throws {
         let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
-        for index in 1...3 { #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction) }
+        for index in 1...3 {
+            #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction)
+            #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction)
+        }
         let conninfos = mesh.clusters.map(\.conninfo)
         var allWrites = 0
         for seed in 1...5 {

@@ -237,8 +237,8 @@ may_write(CaptureTarget *target)
 {
 	Oid			role = GetUserId();
 
-	return pg_namespace_aclcheck(get_rel_namespace(target->changes_relid), role, ACL_USAGE) == ACLCHECK_OK &&
-		pg_namespace_aclcheck(get_rel_namespace(target->versions_relid), role, ACL_USAGE) == ACLCHECK_OK &&
+	return mmlite_schema_allows(get_rel_namespace(target->changes_relid), role, ACL_USAGE) &&
+		mmlite_schema_allows(get_rel_namespace(target->versions_relid), role, ACL_USAGE) &&
 		pg_class_aclcheck(target->versions_relid, role, ACL_SELECT | ACL_INSERT | ACL_UPDATE) == ACLCHECK_OK &&
 		pg_class_aclcheck(target->changes_relid, role, ACL_INSERT) == ACLCHECK_OK;
 }

@@ -2,8 +2,9 @@
  * Every PostgreSQL-major difference the native apply path (mmlite_apply.c)
  * meets, in one place: executor set-up for direct table access changed in
  * 14 (ResultRelInfo arguments), 16 (permission infos, EPQ result relations,
- * summarizing indexes) and 18 (unpruned relids, index_beginscan's
- * instrumentation). The rest of mmlite_apply.c is version-free.
+ * summarizing indexes, object_aclcheck) and 18 (unpruned relids,
+ * index_beginscan's instrumentation). The rest of mmlite_apply.c and
+ * mmlite_capture.c is version-free.
  */
 #ifndef MMLITE_COMPAT_H
 #define MMLITE_COMPAT_H
@@ -15,7 +16,9 @@
 #include "nodes/pg_list.h"
 #include "storage/lockdefs.h"
 #include "utils/rel.h"
+#include "utils/acl.h"
 #if PG_VERSION_NUM >= 160000
+#include "catalog/pg_namespace.h"
 #include "parser/parse_relation.h"
 #endif
 
@@ -141,6 +144,17 @@ mmlite_insert_index_tuples_speculative(EState *estate, ResultRelInfo *rri, Tuple
 	return ExecInsertIndexTuples(rri, slot, estate, false, true, conflict, arbiters);
 #else
 	return ExecInsertIndexTuples(slot, estate, true, conflict, arbiters);
+#endif
+}
+
+/* USAGE (or another right) on a schema: 16 made the check generic. */
+static inline bool
+mmlite_schema_allows(Oid namespace, Oid role, AclMode mode)
+{
+#if PG_VERSION_NUM >= 160000
+	return object_aclcheck(NamespaceRelationId, namespace, role, mode) == ACLCHECK_OK;
+#else
+	return pg_namespace_aclcheck(namespace, role, mode) == ACLCHECK_OK;
 #endif
 }
 
