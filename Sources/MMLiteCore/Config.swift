@@ -68,9 +68,9 @@ public enum SequenceMode: String, Sendable, Equatable, CaseIterable {
     case none
 }
 
-/// `[mesh] conflict_apply`: which apply trigger conflict handling installs.
+/// `[mesh] conflict_apply`: which apply and capture triggers conflict handling installs.
 public enum ConflictApply: String, Sendable, Equatable, CaseIterable {
-    /// The native trigger of mmlite.so where the node's server has it, SQL elsewhere.
+    /// The native triggers of mmlite.so where the node's server has them, SQL elsewhere.
     case auto
     /// Only the generated plpgsql (for comparison, or a server where loading
     /// C functions is not wanted).
