@@ -26,7 +26,8 @@ struct PackagingTests {
         let exported = try run(["/usr/bin/nm", "-D", "--defined-only", module])
             .split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
         #expect(Set(exported) == ["Pg_magic_func", "_PG_output_plugin_init", "pg_finfo_mmlite_version", "mmlite_version",
-                                  "pg_finfo_mmlite_apply_change", "mmlite_apply_change"])
+                                  "pg_finfo_mmlite_apply_change", "mmlite_apply_change",
+                                  "pg_finfo_mmlite_capture_change", "mmlite_capture_change"])
     }
 
     @Test("CREATE EXTENSION mmlite and mmlite.version()", arguments: installations)
