@@ -733,23 +733,35 @@ public enum ConflictSQL {
     /// native trigger hands every case it does not take to the SQL function
     /// (docs/conflicts.md, "Native apply").
     static func nativeApplyTrigger(_ table: Table, node: String) -> String {
-        let changes = changeTable(table.name).sql
         let arguments = [table.name.sql, versionTable(table.name).sql, function(table.name, "apply").sql + "()", node]
+        let native = "CREATE TRIGGER mmlite_apply BEFORE INSERT ON \(changeTable(table.name).sql) FOR EACH ROW EXECUTE FUNCTION mmlite.apply_change("
+            + arguments.map(SQL.literal).joined(separator: ", ") + ")"
+        return nativeOrSQL(function: "apply_change", what: "apply", native: [native], sql: [sqlApplyTriggerStatement(table)])
+    }
+
+    /// Creates `mmlite.<function>()` from the server's mmlite.so, then runs
+    /// `native` if that worked, else `sql` (with a NOTICE saying why): each
+    /// node decides for itself, so a server without mmlite.so, with an older
+    /// one or a role that may not create C functions still gets working
+    /// conflict handling.
+    static func nativeOrSQL(function: String, what: String, native: [String], sql: [String]) -> String {
+        func run(_ statements: [String]) -> String {
+            statements.map { "        EXECUTE \(SQL.literal($0));" }.joined(separator: "\n")
+        }
         return """
             DO $mmlite$
             BEGIN
-                CREATE OR REPLACE FUNCTION mmlite.apply_change() RETURNS trigger
-                    LANGUAGE C AS '$libdir/mmlite', 'mmlite_apply_change';
+                CREATE OR REPLACE FUNCTION mmlite.\(function)() RETURNS trigger
+                    LANGUAGE C AS '$libdir/mmlite', 'mmlite_\(function)';
             EXCEPTION WHEN OTHERS THEN
-                RAISE NOTICE 'mmlite: no native apply on this server (%); conflict handling applies with SQL', SQLERRM;
+                RAISE NOTICE 'mmlite: no native \(what) on this server (%); conflict handling uses SQL to \(what)', SQLERRM;
             END $mmlite$;
             DO $mmlite$
             BEGIN
-                IF pg_catalog.to_regprocedure('mmlite.apply_change()') IS NOT NULL THEN
-                    EXECUTE pg_catalog.format('CREATE TRIGGER mmlite_apply BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION mmlite.apply_change(%L, %L, %L, %L)',
-                        \(SQL.literal(changes)), \(arguments.map(SQL.literal).joined(separator: ", ")));
+                IF pg_catalog.to_regprocedure('mmlite.\(function)()') IS NOT NULL THEN
+            \(run(native))
                 ELSE
-                    EXECUTE \(SQL.literal(sqlApplyTriggerStatement(table)));
+            \(run(sql))
                 END IF;
             END $mmlite$;
             """
@@ -780,24 +792,8 @@ public enum ConflictSQL {
         let arguments = [versionTable(table.name).sql, changeTable(table.name).sql, function(table.name, "capture").sql + "()", node]
             + table.columns.filter { !$0.generated }.map(\.name)
         let native = "mmlite.capture_change(" + arguments.map(SQL.literal).joined(separator: ", ") + ")"
-        let statements = captureTriggerStatements(table, function: native)
-        return """
-            DO $mmlite$
-            BEGIN
-                CREATE OR REPLACE FUNCTION mmlite.capture_change() RETURNS trigger
-                    LANGUAGE C AS '$libdir/mmlite', 'mmlite_capture_change';
-            EXCEPTION WHEN OTHERS THEN
-                RAISE NOTICE 'mmlite: no native capture on this server (%); conflict handling captures with SQL', SQLERRM;
-            END $mmlite$;
-            DO $mmlite$
-            BEGIN
-                IF pg_catalog.to_regprocedure('mmlite.capture_change()') IS NOT NULL THEN
-            \(statements.map { "            EXECUTE \(SQL.literal($0));" }.joined(separator: "\n"))
-                ELSE
-            \(captureTriggerStatements(table, function: function(table.name, "capture").sql + "()").map { "            EXECUTE \(SQL.literal($0));" }.joined(separator: "\n"))
-                END IF;
-            END $mmlite$;
-            """
+        return nativeOrSQL(function: "capture_change", what: "capture", native: captureTriggerStatements(table, function: native),
+                           sql: captureTriggerStatements(table, function: function(table.name, "capture").sql + "()"))
     }
 
     /// The CREATE FUNCTION of the native trigger, into pg_temp (doctor runs it in a rolled-back transaction).

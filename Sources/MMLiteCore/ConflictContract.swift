@@ -17,4 +17,7 @@ public enum ConflictContract {
     /// The arguments of `mmlite.apply_change()` in the trigger that runs it:
     /// user table, version table, SQL apply function, node name.
     public static let nativeApplyArgumentCount = 4
+    /// The fixed arguments of `mmlite.capture_change()`: version table, change
+    /// table, SQL capture function, node name; the writable columns follow.
+    public static let nativeCaptureFixedArgumentCount = 4
 }

@@ -55,6 +55,7 @@ struct ConflictContractTests {
         let plans = ["SQL", "APPLY"].compactMap { header.integer("MMLITE_PLAN_\($0)") }
         #expect(plans.count == 2 && Set(plans).count == 2)
         #expect(header.integer("MMLITE_APPLY_ARGUMENTS") == ConflictContract.nativeApplyArgumentCount)
+        #expect(header.integer("MMLITE_CAPTURE_ARGUMENTS") == ConflictContract.nativeCaptureFixedArgumentCount)
     }
 
     /// The first word of each line of the generated `CREATE TABLE IF NOT EXISTS <table> (` up to its PRIMARY KEY.
@@ -74,7 +75,12 @@ struct ConflictContractTests {
         for op in ConflictContract.opNames {
             #expect(sql.contains("'\(op)'"), "no '\(op)' in the generated SQL")
         }
-        let placeholders = Array(repeating: "%L", count: ConflictContract.nativeApplyArgumentCount).joined(separator: ", ")
-        #expect(sql.contains("EXECUTE FUNCTION mmlite.apply_change(\(placeholders))"))
+        // The native triggers' arguments: apply's fixed count; capture's fixed ones, then the writable columns.
+        let applyArguments = try #require(sql.range(of: "EXECUTE FUNCTION mmlite.apply_change(").map { String(sql[$0.upperBound...].prefix { $0 != "\n" }) })
+        #expect(applyArguments.components(separatedBy: "'', ''").count == ConflictContract.nativeApplyArgumentCount, "\(applyArguments)")
+        let captureArguments = try #require(sql.range(of: "EXECUTE FUNCTION mmlite.capture_change(").map { String(sql[$0.upperBound...].prefix { $0 != "\n" }) })
+        let captureFixed = captureArguments.components(separatedBy: "'', ''").prefix(ConflictContract.nativeCaptureFixedArgumentCount)
+        #expect(captureFixed.last == "n1", "\(captureArguments)")
+        #expect(captureArguments.hasSuffix("''n1'', " + writable.map { "''\($0)''" }.joined(separator: ", ") + ")';"), "\(captureArguments)")
     }
 }

@@ -59,12 +59,18 @@ struct ConflictSQLTests {
         #expect(native.contains("LANGUAGE C AS '$libdir/mmlite', 'mmlite_apply_change'"))
         #expect(native.contains("EXCEPTION WHEN OTHERS THEN"), "any failure to create the C function (a missing or older mmlite.so, a role that may not create C functions) falls back to SQL")
         #expect(native.contains("IF pg_catalog.to_regprocedure('mmlite.apply_change()') IS NOT NULL THEN"))
-        #expect(native.contains("'mmlite.\"public.accounts$changes\"', 'public.accounts', 'mmlite.\"public.accounts$versions\"', 'mmlite.\"public.accounts$apply\"()', 'n1');"))
+        #expect(native.contains("EXECUTE 'CREATE TRIGGER mmlite_apply BEFORE INSERT ON mmlite.\"public.accounts$changes\" FOR EACH ROW EXECUTE FUNCTION mmlite.apply_change(''public.accounts'', ''mmlite.\"public.accounts$versions\"'', ''mmlite.\"public.accounts$apply\"()'', ''n1'')';"))
         #expect(native.contains("EXECUTE 'CREATE TRIGGER mmlite_apply BEFORE INSERT ON mmlite.\"public.accounts$changes\" FOR EACH ROW EXECUTE FUNCTION mmlite.\"public.accounts$apply\"()';"))
+        // Capture likewise: mmlite.capture_change() with the writable columns as installed, else the plpgsql function.
+        #expect(native.contains("LANGUAGE C AS '$libdir/mmlite', 'mmlite_capture_change'"))
+        #expect(native.contains("IF pg_catalog.to_regprocedure('mmlite.capture_change()') IS NOT NULL THEN"))
+        #expect(native.contains("FOR EACH STATEMENT EXECUTE FUNCTION mmlite.capture_change(''mmlite.\"public.accounts$versions\"'', ''mmlite.\"public.accounts$changes\"'', ''mmlite.\"public.accounts$capture\"()'', ''n1'', ''id'', ''owner'', ''balance'')';"))
+        #expect(native.components(separatedBy: "EXECUTE FUNCTION mmlite.capture_change(").count == 4, "the three capture triggers")
+        #expect(native.components(separatedBy: "EXECUTE FUNCTION mmlite.\"public.accounts$capture\"()").count == 4, "and their SQL fallbacks")
         var sqlOnly = accountsTable()
         sqlOnly.nativeApply = false
         let sql = try ConflictSQL.install(sqlOnly, node: "n1")
-        #expect(!sql.contains("apply_change"))
+        #expect(!sql.contains("apply_change") && !sql.contains("capture_change"))
         #expect(sql.contains("CREATE TRIGGER mmlite_apply BEFORE INSERT ON mmlite.\"public.accounts$changes\" FOR EACH ROW EXECUTE FUNCTION mmlite.\"public.accounts$apply\"();"))
         #expect(ConflictSQL.definition(sqlOnly) != ConflictSQL.definition(accountsTable()), "switching conflict_apply re-installs")
     }

@@ -37,6 +37,7 @@
 #include "mmlite_pg.h"
 #include "mmlite_compat.h"
 #include "mmlite_contract.h"
+#include "mmlite_tables.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -133,20 +134,6 @@ apply_target(Trigger *trigger)
 	return target;
 }
 
-/* 0-based index of the live column `name` in desc, or -1. */
-static int
-column_index(TupleDesc desc, const char *name)
-{
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return i;
-	}
-	return -1;
-}
-
 /* hints->at, with room for `count` attributes (new ones unknown: -1). */
 static int *
 hints_for(ColumnHints *hints, int count)
@@ -165,7 +152,7 @@ hints_for(ColumnHints *hints, int count)
 	return hints->at;
 }
 
-/* column_index(desc, name), trying *hint first and remembering the answer there. */
+/* mmlite_column_index(desc, name), trying *hint first and remembering the answer there. */
 static int
 column_at(TupleDesc desc, const char *name, int *hint)
 {
@@ -176,7 +163,7 @@ column_at(TupleDesc desc, const char *name, int *hint)
 		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
 			return *hint;
 	}
-	*hint = column_index(desc, name);
+	*hint = mmlite_column_index(desc, name);
 	return *hint;
 }
 
@@ -210,19 +197,6 @@ op_code(Datum value)
 	if (text_equals(value, MMLITE_OP_DELETE_NAME))
 		return MMLITE_OP_DELETE;
 	return 0;
-}
-
-/* Runs the generated SQL apply function on the same trigger call. */
-static Datum
-call_fallback(ApplyTarget *target, FunctionCallInfo outer)
-{
-	LOCAL_FCINFO(call, 0);
-	Datum		result;
-
-	InitFunctionCallInfoData(*call, &target->fallback, 0, InvalidOid, outer->context, NULL);
-	result = FunctionCallInvoke(call);
-	outer->isnull = call->isnull;
-	return result;
 }
 
 /* A virtual slot of rel holding only its key columns, taken from the change. */
@@ -538,29 +512,6 @@ apply_insert(ApplyTables *t, const Change *c, TupleTableSlot *versions_key)
 	return applied;
 }
 
-/* The equality functions of the version key index's columns, looked up once per index. */
-static FmgrInfo *
-versions_equality(ApplyTarget *target, Relation index)
-{
-	if (target->equality_index != RelationGetRelid(index))
-	{
-		for (int i = 0; i < IndexRelationGetNumberOfKeyAttributes(index); i++)
-		{
-			Oid			type = index->rd_opcintype[i];
-			Oid			op = get_opfamily_member(index->rd_opfamily[i], type, type, BTEqualStrategyNumber);
-
-			if (!OidIsValid(op))
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_FUNCTION),
-						 errmsg("mmlite: no equality operator for column %d of index \"%s\"",
-								i + 1, RelationGetRelationName(index))));
-			fmgr_info_cxt(get_opcode(op), &target->equality[i], TopMemoryContext);
-		}
-		target->equality_index = RelationGetRelid(index);
-	}
-	return target->equality;
-}
-
 typedef enum VersionLookup
 {
 	VERSION_NONE,
@@ -575,18 +526,20 @@ typedef enum VersionLookup
  * the version cannot change under it. A version row some other transaction
  * is writing anyway (BUSY) goes to SQL, which waits for it. This saves the
  * row lock (a WAL record and a dirtied page) that RelationFindReplTupleByIndex
- * takes, and its per-call operator look-ups (versions_equality caches them).
+ * takes, and its per-call operator look-ups (mmlite_key_equality caches them).
  */
 static VersionLookup
 find_version(ApplyTables *t, TupleTableSlot *key, TupleTableSlot *out)
 {
 	Relation	index = index_open(t->versions_pk, RowExclusiveLock);
 	int			nkeys = IndexRelationGetNumberOfKeyAttributes(index);
-	FmgrInfo   *equality = versions_equality(t->target, index);
+	FmgrInfo   *equality = t->target->equality;
 	ScanKeyData scankeys[INDEX_MAX_KEYS];
 	SnapshotData dirty;
 	IndexScanDesc scan;
 	VersionLookup result = VERSION_NONE;
+
+	mmlite_key_equality(index, &t->target->equality_index, equality);
 
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -722,14 +675,14 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	if (c.node < 0 || c.op_column < 0 || c.v_ms < 0 || c.v_counter < 0 || c.prev_ms < 0 ||
 		c.prev_counter < 0 || c.prev_node < 0 || c.nulls[c.node] || c.nulls[c.op_column] ||
 		c.nulls[c.v_ms] || c.nulls[c.v_counter])
-		return call_fallback(target, fcinfo);
+		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 	/* This node's own change coming back: never applied (as in SQL). */
 	if (text_equals(c.values[c.node], target->me))
 		PG_RETURN_POINTER(NULL);
 	c.op = op_code(c.values[c.op_column]);
 	/* An op this build does not know (a newer change table): SQL decides. */
 	if (c.op == 0 || !open_tables(target, &t))
-		return call_fallback(target, fcinfo);
+		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 
 	user_key = key_slot(t.estate, t.user_rel, t.user_key, c.desc, c.values, c.nulls, &target->user_from_change, &keys_ok);
 	versions_key = key_slot(t.estate, t.versions_rel, t.versions_key, c.desc, c.values, c.nulls, &target->versions_from_change, &keys_ok);
@@ -741,6 +694,6 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 		applied = apply_update_or_delete(&t, &c, user_key, versions_key);
 	close_tables(&t);
 	if (!applied)
-		return call_fallback(target, fcinfo);
+		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 	PG_RETURN_POINTER(NULL);
 }

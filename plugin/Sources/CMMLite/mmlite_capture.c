@@ -33,6 +33,7 @@
 #include "mmlite_pg.h"
 #include "mmlite_compat.h"
 #include "mmlite_contract.h"
+#include "mmlite_tables.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -92,7 +93,6 @@ typedef struct CaptureTarget
 
 static CaptureTarget *capture_targets = NULL;
 
-static FmgrInfo *key_equality(CaptureTarget *target, Relation index);
 
 static CaptureTarget *
 capture_target(Trigger *trigger)
@@ -124,33 +124,6 @@ capture_target(Trigger *trigger)
 	target->next = capture_targets;
 	capture_targets = target;
 	return target;
-}
-
-/* 0-based index of the live column `name` in desc, or -1. */
-static int
-find_column(TupleDesc desc, const char *name)
-{
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return i;
-	}
-	return -1;
-}
-
-/* Runs the generated plpgsql capture function on the same trigger call. */
-static Datum
-capture_with_sql(CaptureTarget *target, FunctionCallInfo outer)
-{
-	LOCAL_FCINFO(call, 0);
-	Datum		result;
-
-	InitFunctionCallInfoData(*call, &target->fallback, 0, InvalidOid, outer->context, NULL);
-	result = FunctionCallInvoke(call);
-	outer->isnull = call->isnull;
-	return result;
 }
 
 /*
@@ -325,9 +298,9 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 		k->changes_rel->rd_rel->relkind != RELKIND_RELATION)
 		ok = false;
 	for (int i = 0; ok && i < (int) lengthof(versions_meta_names); i++)
-		ok = (k->v[i] = find_column(versions_desc, versions_meta_names[i])) >= 0;
+		ok = (k->v[i] = mmlite_column_index(versions_desc, versions_meta_names[i])) >= 0;
 	for (int i = 0; ok && i < (int) lengthof(change_meta_names); i++)
-		ok = (k->c[i] = find_column(change_desc, change_meta_names[i])) >= 0;
+		ok = (k->c[i] = mmlite_column_index(change_desc, change_meta_names[i])) >= 0;
 	/* The version key: the user's key columns, by name, of the same types. */
 	if (ok)
 	{
@@ -337,7 +310,7 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 		{
 			AttrNumber	attnum = index->rd_index->indkey.values[i];
 			Form_pg_attribute att = attnum > 0 ? TupleDescAttr(versions_desc, attnum - 1) : NULL;
-			int			from = att != NULL ? find_column(user_desc, NameStr(att->attname)) : -1;
+			int			from = att != NULL ? mmlite_column_index(user_desc, NameStr(att->attname)) : -1;
 
 			ok = from >= 0 && TupleDescAttr(user_desc, from)->atttypid == att->atttypid;
 			k->versions_key[i] = attnum - 1;
@@ -354,8 +327,8 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 			k->change_from_user[i] = -1;
 		for (int i = 0; ok && i < target->ncolumns; i++)
 		{
-			int			to = find_column(change_desc, target->columns[i]);
-			int			from = find_column(user_desc, target->columns[i]);
+			int			to = mmlite_column_index(change_desc, target->columns[i]);
+			int			from = mmlite_column_index(user_desc, target->columns[i]);
 
 			ok = to >= 0 && from >= 0 && TupleDescAttr(change_desc, to)->atttypid == TupleDescAttr(user_desc, from)->atttypid;
 			if (ok)
@@ -388,7 +361,9 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 
 	k->versions_index = index_open(k->versions_pk, RowExclusiveLock);
 	{
-		FmgrInfo   *equality = key_equality(target, k->versions_index);
+		FmgrInfo   *equality = target->equality;
+
+		mmlite_key_equality(k->versions_index, &target->equality_index, equality);
 
 		for (int i = 0; i < k->nkeys; i++)
 			ScanKeyEntryInitializeWithInfo(&k->scankeys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid,
@@ -405,29 +380,6 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 	for (int i = 0; i < target->ndefaults; i++)
 		k->default_state[i] = ExecInitExpr(target->default_expr[i], NULL);
 	return true;
-}
-
-/* The equality functions of the version key index's columns, looked up once per index. */
-static FmgrInfo *
-key_equality(CaptureTarget *target, Relation index)
-{
-	if (target->equality_index != RelationGetRelid(index))
-	{
-		for (int i = 0; i < IndexRelationGetNumberOfKeyAttributes(index); i++)
-		{
-			Oid			type = index->rd_opcintype[i];
-			Oid			op = get_opfamily_member(index->rd_opfamily[i], type, type, BTEqualStrategyNumber);
-
-			if (!OidIsValid(op))
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_FUNCTION),
-						 errmsg("mmlite: no equality operator for column %d of index \"%s\"",
-								i + 1, RelationGetRelationName(index))));
-			fmgr_info_cxt(get_opcode(op), &target->equality[i], TopMemoryContext);
-		}
-		target->equality_index = RelationGetRelid(index);
-	}
-	return target->equality;
 }
 
 /*
@@ -488,8 +440,8 @@ keys_unchanged(Capture *k, Tuplestorestate *old_rows, Tuplestorestate *new_rows)
 	TupleDesc	desc = RelationGetDescr(k->user_rel);
 	TupleTableSlot *o = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	TupleTableSlot *n = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	int			old_ptr = tuplestore_alloc_read_pointer(old_rows, 0);
-	int			new_ptr = tuplestore_alloc_read_pointer(new_rows, 0);
+	int			old_ptr = tuplestore_alloc_read_pointer(old_rows, EXEC_FLAG_REWIND);
+	int			new_ptr = tuplestore_alloc_read_pointer(new_rows, EXEC_FLAG_REWIND);
 	bool		same = true;
 
 	tuplestore_select_read_pointer(old_rows, old_ptr);
@@ -689,17 +641,17 @@ mmlite_capture_change(PG_FUNCTION_ARGS)
 	if (rows == NULL || user_rel->rd_rel->relkind != RELKIND_RELATION ||
 		!columns_as_installed(target, RelationGetDescr(user_rel)) || !clock_offset(&offset) ||
 		!may_write(target))
-		return capture_with_sql(target, fcinfo);
+		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 
 	/* As SPI does before a statement: our writes follow the user's. */
 	CommandCounterIncrement();
 	if (!open_capture(target, user_rel, &k))
-		return capture_with_sql(target, fcinfo);
+		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) && !keys_unchanged(&k, trigdata->tg_oldtable, rows))
 	{
 		/* A key moved: which keys are updates, inserts and deletes is a set question: SQL. */
 		close_capture(&k);
-		return capture_with_sql(target, fcinfo);
+		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 	}
 
 	/* clock_timestamp() in Unix milliseconds, rounded as the SQL function's ::bigint does. */
@@ -712,7 +664,7 @@ mmlite_capture_change(PG_FUNCTION_ARGS)
 	change = table_slot_create(k.changes_rel, &k.estate->es_tupleTable);
 	mmlite_epq_init(&epq, k.estate);
 	AfterTriggerBeginQuery();
-	ptr = tuplestore_alloc_read_pointer(rows, 0);
+	ptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
 	tuplestore_select_read_pointer(rows, ptr);
 	tuplestore_rescan(rows);
 	while (tuplestore_gettupleslot(rows, true, false, row))
