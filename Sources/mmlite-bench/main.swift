@@ -8,12 +8,21 @@ import Foundation
 import PostgresClient
 
 enum Bench {
+    /// `shared_buffers` of every benchmark cluster when the environment sets
+    /// MMLITE_BENCH_SHARED_BUFFERS (e.g. `256MB`); else the harness default,
+    /// 32MB, which the committed reports use. For reading how much of a cost
+    /// is buffer misses rather than CPU.
+    static let sharedBuffers: String? = ProcessInfo.processInfo.environment["MMLITE_BENCH_SHARED_BUFFERS"].flatMap {
+        $0.allSatisfy { $0.isLetter || $0.isNumber } && !$0.isEmpty ? $0 : nil
+    }
+
     /// Added to the harness defaults for every benchmark cluster: no
     /// checkpoints in the middle of a measurement.
-    static let clusterSettings: [String: String] = [
-        "max_wal_size": "'4GB'",
-        "checkpoint_timeout": "'30min'",
-    ]
+    static var clusterSettings: [String: String] {
+        var settings = ["max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'"]
+        if let sharedBuffers { settings["shared_buffers"] = "'\(sharedBuffers)'" }
+        return settings
+    }
 }
 
 struct Options {
@@ -157,6 +166,7 @@ func main() throws -> Int32 {
     results.machine = machineFacts(installation)
     results.machine["load average at start"] = loadAverage()
     results.parameters = [
+        "shared_buffers": Bench.sharedBuffers ?? "32MB (harness default)",
         "decode runs": String(decodeRuns), "mesh runs": String(meshRuns), "pgbench duration (s)": String(duration),
         "pgbench clients per node": String(options.clients), "join rows": String(options.joinRows), "join runs": String(joinRuns),
         "conflict transactions": String(conflictTransactions), "conflict runs": String(conflictRuns),
