@@ -298,6 +298,38 @@ struct ConflictTests {
         #expect(try mesh.conflictCount(1) + mesh.conflictCount(2) + mesh.conflictCount(3) == 0, "causal writes are not conflicts")
     }
 
+    @Test("a tombstone that `conflicts prune` locks and deletes while a local insert of its key reads it: the insert waits and gives the key a new version (no 'tuple concurrently deleted')", arguments: conflictCases)
+    func pruneRace(_ conflictCase: ConflictCase) throws {
+        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        #expect(try mesh.captureTriggerFunction(1) == conflictCase.expectedCaptureFunction)
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (30, 'first', 1)")
+        try mesh[1].execute("DELETE FROM public.accounts WHERE id = 30")
+        mesh.expectEverywhere("", where: "id = 30")
+        // A prune of this key held open: the tombstone locked (a reader still sees it), deleted later.
+        let pruner = try mesh[1].connect()
+        defer { pruner.close() }
+        try pruner.execute("BEGIN; SELECT FROM mmlite.\"public.accounts$versions\" WHERE id = 30 AND op = 'delete' FOR UPDATE")
+        let writer = Unchecked(try mesh[1].connect())
+        let finished = DispatchSemaphore(value: 0)
+        let failures = Unchecked(Counter())
+        let thread = Thread {
+            if (try? writer.value.execute("INSERT INTO public.accounts VALUES (30, 'again', 2)")) == nil { failures.value.count += 1 }
+            finished.signal()
+        }
+        thread.start()
+        let waiting = waitUntil(timeout: 30) {
+            try mesh[1].scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO public.accounts%'") == "1"
+        }
+        #expect(waiting, "the insert waits for the tombstone's lock")
+        try pruner.execute("DELETE FROM mmlite.\"public.accounts$versions\" WHERE id = 30 AND op = 'delete'; COMMIT")
+        #expect(finished.wait(timeout: .now() + 30) == .success)
+        #expect(failures.value.count == 0, "the insert commits")
+        #expect(try mesh[1].scalar("SELECT op || ':' || (prev_op IS NULL)::text FROM mmlite.\"public.accounts$versions\" WHERE id = 30") == "insert:true",
+                "a new version row: the tombstone was pruned first")
+        mesh.expectEverywhere("30:again:2", where: "id = 30")
+        writer.value.close()
+    }
+
     @Test("an arriving insert of a key a local statement is inserting waits for it (no duplicate-key error), then resolves like any insert/insert", arguments: conflictCases)
     func insertRace(_ conflictCase: ConflictCase) throws {
         let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)

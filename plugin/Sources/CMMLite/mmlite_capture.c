@@ -418,6 +418,16 @@ find_version(Capture *k, TupleTableSlot *row, TupleTableSlot *out)
 	}
 }
 
+/* Whether a text datum is the C string `cstring`. */
+static bool
+text_is(Datum value, const char *cstring)
+{
+	text	   *t = DatumGetTextPP(value);
+	size_t		len = strlen(cstring);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), cstring, len) == 0;
+}
+
 /* Reads the clock offset setting (tests only); false when it is not a number (SQL then says why). */
 static bool
 clock_offset(int64 *offset)
@@ -492,6 +502,29 @@ capture_row(Capture *k, TupleTableSlot *row, const char *op, bool is_delete, int
 	replaces = find_version(k, row, found);
 	if (replaces)
 		slot_getallattrs(found);
+	/*
+	 * A tombstone is the one version row written without its user row held:
+	 * `conflicts prune` deletes old ones. Re-read it locked (waiting for a
+	 * prune in progress) so that it cannot go between this read and the
+	 * update; gone, the key gets a new version row.
+	 */
+	if (replaces && (found->tts_isnull[k->v[V_OP]] || text_is(found->tts_values[k->v[V_OP]], MMLITE_OP_DELETE_NAME)))
+	{
+		TupleTableSlot *key = table_slot_create(k->versions_rel, &k->estate->es_tupleTable);
+
+		ExecClearTuple(key);
+		memset(key->tts_values, 0, RelationGetDescr(k->versions_rel)->natts * sizeof(Datum));
+		memset(key->tts_isnull, true, RelationGetDescr(k->versions_rel)->natts * sizeof(bool));
+		for (int i = 0; i < k->nkeys; i++)
+		{
+			key->tts_values[k->versions_key[i]] = row->tts_values[k->user_key[i]];
+			key->tts_isnull[k->versions_key[i]] = false;
+		}
+		ExecStoreVirtualTuple(key);
+		replaces = RelationFindReplTupleByIndex(k->versions_rel, k->versions_pk, LockTupleNoKeyExclusive, key, found);
+		if (replaces)
+			slot_getallattrs(found);
+	}
 	if (replaces && (found->tts_isnull[k->v[V_MS]] || found->tts_isnull[k->v[V_COUNTER]]))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
