@@ -30,8 +30,13 @@ struct NativeApplyProbeTests {
             WHERE t.tgname = 'mmlite_apply' AND t.tgrelid = 'mmlite."public.users$changes"'::regclass
             """)
         #expect(function != nil && function != "apply_change", "the SQL apply function, not mmlite.apply_change: \(function ?? "none")")
-        // The probe failed, so no C function was created.
-        #expect(try cluster.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'apply_change'") == "0")
+        // Capture likewise: the plpgsql function on all three triggers.
+        #expect(try cluster.scalar("""
+            SELECT string_agg(DISTINCT p.proname, ' ') FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+            WHERE t.tgname LIKE 'mmlite\\_capture\\_%' AND t.tgrelid = 'public.users'::regclass
+            """) == "public.users$capture")
+        // The probes failed, so no C function was created.
+        #expect(try cluster.scalar("SELECT count(*) FROM pg_proc WHERE proname IN ('apply_change', 'capture_change')") == "0")
     }
 
     @Test("doctor says which apply trigger each node will get, and why SQL")

@@ -168,15 +168,6 @@ column_at(TupleDesc desc, const char *name, int *hint)
 }
 
 static bool
-text_equals(Datum value, const char *cstring)
-{
-	text	   *t = DatumGetTextPP(value);
-	size_t		len = strlen(cstring);
-
-	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), cstring, len) == 0;
-}
-
-static bool
 texts_equal(Datum a, Datum b)
 {
 	text	   *ta = DatumGetTextPP(a);
@@ -190,11 +181,11 @@ texts_equal(Datum a, Datum b)
 static int32
 op_code(Datum value)
 {
-	if (text_equals(value, MMLITE_OP_UPDATE_NAME))
+	if (mmlite_text_equals(value, MMLITE_OP_UPDATE_NAME))
 		return MMLITE_OP_UPDATE;
-	if (text_equals(value, MMLITE_OP_INSERT_NAME))
+	if (mmlite_text_equals(value, MMLITE_OP_INSERT_NAME))
 		return MMLITE_OP_INSERT;
-	if (text_equals(value, MMLITE_OP_DELETE_NAME))
+	if (mmlite_text_equals(value, MMLITE_OP_DELETE_NAME))
 		return MMLITE_OP_DELETE;
 	return 0;
 }
@@ -599,7 +590,7 @@ apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key
 		{
 			slot_getallattrs(versions_found);
 			tombstone = versions_found->tts_isnull[t->v_op] ||
-				text_equals(versions_found->tts_values[t->v_op], MMLITE_OP_DELETE_NAME);
+				mmlite_text_equals(versions_found->tts_values[t->v_op], MMLITE_OP_DELETE_NAME);
 			built_on_local = !c->nulls[c->prev_ms] && !c->nulls[c->prev_counter] && !c->nulls[c->prev_node] &&
 				!versions_found->tts_isnull[t->v_ms] && !versions_found->tts_isnull[t->v_counter] &&
 				!versions_found->tts_isnull[t->v_node] &&
@@ -677,7 +668,7 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 		c.nulls[c.v_ms] || c.nulls[c.v_counter])
 		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 	/* This node's own change coming back: never applied (as in SQL). */
-	if (text_equals(c.values[c.node], target->me))
+	if (mmlite_text_equals(c.values[c.node], target->me))
 		PG_RETURN_POINTER(NULL);
 	c.op = op_code(c.values[c.op_column]);
 	/* An op this build does not know (a newer change table): SQL decides. */

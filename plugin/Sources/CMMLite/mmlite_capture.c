@@ -147,6 +147,7 @@ typedef struct Capture
 	int		   *change_from_user;	/* per change column: the user column it copies, or -1 */
 	bool	   *change_is_key;	/* per change column: a key column (kept in a delete's change row) */
 	ExprState **default_state;	/* per target->default_expr */
+	Datum		me_text;		/* target->me as text */
 	/* One index scan of the version key for the whole statement, rescanned per row. */
 	Relation	versions_index;
 	SnapshotData dirty;
@@ -356,6 +357,7 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 	InitResultRelInfo(&k->rris[1], k->changes_rel, 2, NULL, 0);
 	mmlite_add_result_relations(k->estate, k->rris, 2);
 	k->estate->es_output_cid = GetCurrentCommandId(true);
+	k->me_text = CStringGetTextDatum(target->me);
 	ExecOpenIndices(&k->rris[0], false);
 	ExecOpenIndices(&k->rris[1], false);
 
@@ -418,16 +420,6 @@ find_version(Capture *k, TupleTableSlot *row, TupleTableSlot *out)
 	}
 }
 
-/* Whether a text datum is the C string `cstring`. */
-static bool
-text_is(Datum value, const char *cstring)
-{
-	text	   *t = DatumGetTextPP(value);
-	size_t		len = strlen(cstring);
-
-	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), cstring, len) == 0;
-}
-
 /* Reads the clock offset setting (tests only); false when it is not a number (SQL then says why). */
 static bool
 clock_offset(int64 *offset)
@@ -486,7 +478,7 @@ keys_unchanged(Capture *k, Tuplestorestate *old_rows, Tuplestorestate *new_rows)
 
 /* One row's capture: its key's new version, and its change row. */
 static void
-capture_row(Capture *k, TupleTableSlot *row, const char *op, bool is_delete, int64 now_ms, EPQState *epq,
+capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int64 now_ms, EPQState *epq,
 			TupleTableSlot *found, TupleTableSlot *version, TupleTableSlot *change)
 {
 	TupleDesc	versions_desc = RelationGetDescr(k->versions_rel);
@@ -495,8 +487,7 @@ capture_row(Capture *k, TupleTableSlot *row, const char *op, bool is_delete, int
 	bool		replaces;
 	int64		ms;
 	int32		counter;
-	Datum		op_text = CStringGetTextDatum(op);
-	Datum		me_text = CStringGetTextDatum(k->target->me);
+	Datum		me_text = k->me_text;
 
 	slot_getallattrs(row);
 	replaces = find_version(k, row, found);
@@ -508,7 +499,7 @@ capture_row(Capture *k, TupleTableSlot *row, const char *op, bool is_delete, int
 	 * prune in progress) so that it cannot go between this read and the
 	 * update; gone, the key gets a new version row.
 	 */
-	if (replaces && (found->tts_isnull[k->v[V_OP]] || text_is(found->tts_values[k->v[V_OP]], MMLITE_OP_DELETE_NAME)))
+	if (replaces && (found->tts_isnull[k->v[V_OP]] || mmlite_text_equals(found->tts_values[k->v[V_OP]], MMLITE_OP_DELETE_NAME)))
 	{
 		TupleTableSlot *key = table_slot_create(k->versions_rel, &k->estate->es_tupleTable);
 
@@ -627,6 +618,7 @@ mmlite_capture_change(PG_FUNCTION_ARGS)
 	Relation	user_rel;
 	Tuplestorestate *rows;
 	const char *op;
+	Datum		op_text;
 	bool		is_delete = false;
 	Capture		k;
 	int64		offset;
@@ -691,6 +683,7 @@ mmlite_capture_change(PG_FUNCTION_ARGS)
 	now = GetCurrentTimestamp();
 	now_ms = (now + 500) / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000 + offset;
 
+	op_text = CStringGetTextDatum(op);
 	row = MakeSingleTupleTableSlot(RelationGetDescr(user_rel), &TTSOpsMinimalTuple);
 	found = table_slot_create(k.versions_rel, &k.estate->es_tupleTable);
 	version = table_slot_create(k.versions_rel, &k.estate->es_tupleTable);
@@ -704,7 +697,7 @@ mmlite_capture_change(PG_FUNCTION_ARGS)
 	{
 		MemoryContext caller = MemoryContextSwitchTo(GetPerTupleMemoryContext(k.estate));
 
-		capture_row(&k, row, op, is_delete, now_ms, &epq, found, version, change);
+		capture_row(&k, row, op_text, is_delete, now_ms, &epq, found, version, change);
 		MemoryContextSwitchTo(caller);
 		ResetPerTupleExprContext(k.estate);
 	}

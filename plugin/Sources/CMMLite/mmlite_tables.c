@@ -3,9 +3,13 @@
 
 #include "access/stratnum.h"
 #include "catalog/pg_attribute.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
 
 int
 mmlite_column_index(TupleDesc desc, const char *name)
@@ -18,6 +22,15 @@ mmlite_column_index(TupleDesc desc, const char *name)
 			return i;
 	}
 	return -1;
+}
+
+bool
+mmlite_text_equals(Datum value, const char *cstring)
+{
+	text	   *t = DatumGetTextPP(value);
+	size_t		len = strlen(cstring);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), cstring, len) == 0;
 }
 
 void

@@ -13,6 +13,9 @@
 /* 0-based index of the live column `name` in desc, or -1. */
 extern int	mmlite_column_index(TupleDesc desc, const char *name);
 
+/* Whether a text datum is the C string `cstring`. */
+extern bool mmlite_text_equals(Datum value, const char *cstring);
+
 /*
  * The equality functions of `index`'s key columns into equality[], looked
  * up only when *cached_index is another index (then set to this one).
