@@ -14,21 +14,55 @@ CREATE TABLE public.plain (id int PRIMARY KEY, owner text, balance int);
 
 extension TestMesh {
     /// A 3-node mesh built by `mmlite apply`, `accounts` opted in with `policy`.
-    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil, apply: ConflictApply = .auto) throws -> TestMesh {
+    static func conflictMesh(policy: String = "last-update-wins", installation: PGInstallation? = nil, apply: ConflictApply = .auto,
+                             filter: FilterMode = .auto) throws -> TestMesh {
         let mesh = try TestMesh(3, schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema], installation: installation)
-        try mesh.writeConflictConfig(policy: policy, apply: apply)
+        try mesh.writeConflictConfig(policy: policy, apply: apply, filter: filter)
         let apply = mesh.mmlite(["apply"])
         guard apply.code == 0 else { throw HarnessError("apply failed: \(apply)") }
         return mesh
     }
 
-    func writeConflictConfig(policy: String, apply: ConflictApply = .auto) throws {
+    static func conflictMesh(_ conflictCase: ConflictCase) throws -> TestMesh {
+        try conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply, filter: conflictCase.filter)
+    }
+
+    func writeConflictConfig(policy: String, apply: ConflictApply = .auto, filter: FilterMode = .auto) throws {
         try writeConfig(tables: ["public.accounts", "public.plain"], extraNodes: """
 
             [tables."public.accounts"]
             conflicts = "\(policy)"
 
-            """, meshSettings: "conflict_apply = \"\(apply.rawValue)\"")
+            """, meshSettings: "conflict_apply = \"\(apply.rawValue)\"\nfilter = \"\(filter.rawValue)\"")
+    }
+
+    /// Starts recording what node `index` sends: an idle logical slot of the
+    /// mmlite plugin (an idle mmlite slot leaves capture free to send change messages).
+    func startAudit(_ index: Int) throws {
+        try self[index].execute("SELECT pg_create_logical_replication_slot('audit_sent', 'mmlite')")
+    }
+
+    /// The change rows node `index` sent since `startAudit`, whether stored in
+    /// its change table or sent as change messages: what its plugin puts on
+    /// the wire for `public.accounts`, column name to text value.
+    func sentChanges(_ index: Int) throws -> [[String: String]] {
+        let result = try self[index].execute("""
+            SELECT data::text FROM pg_logical_slot_peek_binary_changes('audit_sent', NULL, NULL,
+                'proto_version', '1', 'publication_names', 'mmlite_shop')
+            """)
+        let (complete, _) = try PgOutput.transactions(try result.rows.map { try PgOutput.bytes(fromHex: $0[0] ?? "") })
+        return complete.flatMap(\.changes)
+            .filter { $0.operation == .insert && $0.relation.qualifiedName == "mmlite.public.accounts$changes" }
+            .map { change in
+                change.row.reduce(into: [String: String]()) { row, column in
+                    if case .text(let text) = column.value { row[column.name] = text }
+                }
+            }
+    }
+
+    /// How many change rows node `index` stores.
+    func storedChanges(_ index: Int) throws -> Int {
+        Int(try self[index].scalar("SELECT count(*) FROM mmlite.\"public.accounts$changes\"") ?? "") ?? -1
     }
 
     /// The function behind node `index`'s apply trigger on the change table.
@@ -94,7 +128,14 @@ let conflictInstallations: [PGInstallation] = ((try? PGInstallation.fromEnvironm
 struct ConflictCase: Sendable, CustomTestStringConvertible {
     var pg: PGInstallation
     var apply: ConflictApply
-    var testDescription: String { "PostgreSQL \(pg.major), \(apply == .sql ? "SQL" : "native") apply" }
+    var filter: FilterMode = .auto
+    var testDescription: String {
+        "PostgreSQL \(pg.major), \(apply == .sql ? "SQL" : "native") apply" + (filter == .mmlite ? ", mmlite slots" : "")
+    }
+    /// Whether native capture sends change messages instead of storing change
+    /// rows: it does when every slot is an mmlite slot, which `filter = "auto"`
+    /// chooses unless both ends are 16 or later (then pgoutput with origin = none).
+    var changeMessages: Bool { apply != .sql && (filter == .mmlite || pg.major < 16) }
     /// What `applyTriggerFunction` must name.
     var expectedTriggerFunction: String { apply == .sql ? "mmlite.\"public.accounts$apply\"" : "mmlite.apply_change" }
     /// What `captureTriggerFunction` must name.
@@ -103,12 +144,13 @@ struct ConflictCase: Sendable, CustomTestStringConvertible {
 
 let conflictCases: [ConflictCase] = conflictInstallations.map { ConflictCase(pg: $0, apply: .auto) }
     + conflictInstallations.prefix(1).map { ConflictCase(pg: $0, apply: .sql) }
+    + conflictInstallations.filter { $0.major >= 16 }.map { ConflictCase(pg: $0, apply: .auto, filter: .mmlite) }
 
 @Suite("conflict handling on a 3-node mesh", .enabled(if: installation != nil), .serialized)
 struct ConflictTests {
     @Test("every pairing converges (insert/insert, update/update, update/delete, delete/insert, update before insert, skewed clock); without opting in the same writes diverge", arguments: conflictCases)
     func pairings(_ conflictCase: ConflictCase) throws {
-        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        let mesh = try TestMesh.conflictMesh(conflictCase)
         for index in 1...3 {
             #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction)
             #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction)
@@ -246,8 +288,9 @@ struct ConflictTests {
 
     @Test("capture writes the same versions and change rows natively and in SQL: a multi-row insert, an update, a delete, a key-moving update (decided set-wise), a clock behind, a counter at its limit, a role without rights on mmlite's tables", arguments: conflictCases)
     func capture(_ conflictCase: ConflictCase) throws {
-        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        let mesh = try TestMesh.conflictMesh(conflictCase)
         for index in 1...3 { #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction) }
+        try mesh.startAudit(1)
         let n1 = mesh[1]
         for statement in ["INSERT INTO public.accounts VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)",
                           "UPDATE public.accounts SET balance = balance + 10 WHERE id IN (1, 2)",
@@ -259,12 +302,16 @@ struct ConflictTests {
         }
         let versions = "SELECT string_agg(id || ':' || op || ':' || coalesce(prev_op, '-'), ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\""
         #expect(try n1.scalar(versions) == "0:insert:-,1:update:update,2:delete:update,3:delete:insert")
-        let changes = """
-            SELECT string_agg(mm_op || ':' || id || ':' || coalesce(owner, '-') || ':' || coalesce(balance::text, '-') || ':' || (mm_prev_node IS NOT NULL)::text, ','
-                              ORDER BY mm_v_ms, mm_v_counter, mm_op, id)
-            FROM mmlite."public.accounts$changes" WHERE mm_node = 'n1'
-            """
-        #expect(try n1.scalar(changes) == "insert:1:a:1:false,insert:2:b:2:false,insert:3:c:3:false,update:1:a:11:true,update:2:b:12:true,delete:3:-:-:true,delete:2:-:-:true,insert:0:a:11:false,update:1:b:12:true")
+        // What n1 sent, in version order (stored as change rows, or sent as change messages).
+        let sent = try mesh.sentChanges(1)
+        let changes = sent.filter { $0["mm_node"] == "n1" }
+            .sorted { ($0["mm_v_ms"].flatMap { Int($0) } ?? 0, $0["mm_v_counter"].flatMap { Int($0) } ?? 0, $0["mm_op"] ?? "", $0["id"] ?? "")
+                < ($1["mm_v_ms"].flatMap { Int($0) } ?? 0, $1["mm_v_counter"].flatMap { Int($0) } ?? 0, $1["mm_op"] ?? "", $1["id"] ?? "") }
+            .map { [$0["mm_op"] ?? "?", $0["id"] ?? "?", $0["owner"] ?? "-", $0["balance"] ?? "-", String($0["mm_prev_node"] != nil)].joined(separator: ":") }
+        #expect(changes.joined(separator: ",") == "insert:1:a:1:false,insert:2:b:2:false,insert:3:c:3:false,update:1:a:11:true,update:2:b:12:true,delete:3:-:-:true,delete:2:-:-:true,insert:0:a:11:false,update:1:b:12:true")
+        // Stored unless every decoder takes change messages; the key-moving UPDATE's three go through the SQL function, which stores them.
+        let stored = try mesh.storedChanges(1)
+        #expect(stored == (conflictCase.changeMessages ? 3 : sent.count), "change rows stored: \(stored) of \(sent.count)")
         mesh.expectEverywhere("0:a:11,1:b:12", where: "true")
 
         // A clock behind the key's version: the same ms, the counter one up (a causally later write wins anyway).
@@ -300,7 +347,7 @@ struct ConflictTests {
 
     @Test("a tombstone that `conflicts prune` locks and deletes while a local insert of its key reads it: the insert waits and gives the key a new version (no 'tuple concurrently deleted')", arguments: conflictCases)
     func pruneRace(_ conflictCase: ConflictCase) throws {
-        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        let mesh = try TestMesh.conflictMesh(conflictCase)
         #expect(try mesh.captureTriggerFunction(1) == conflictCase.expectedCaptureFunction)
         try mesh[1].execute("INSERT INTO public.accounts VALUES (30, 'first', 1)")
         try mesh[1].execute("DELETE FROM public.accounts WHERE id = 30")
@@ -332,7 +379,7 @@ struct ConflictTests {
 
     @Test("an arriving insert of a key a local statement is inserting waits for it (no duplicate-key error), then resolves like any insert/insert", arguments: conflictCases)
     func insertRace(_ conflictCase: ConflictCase) throws {
-        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        let mesh = try TestMesh.conflictMesh(conflictCase)
         for index in 1...3 {
             #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction)
             #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction)
@@ -380,10 +427,11 @@ struct ConflictTests {
 
     @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictCases)
     func randomWriters(_ conflictCase: ConflictCase) throws {
-        let mesh = try TestMesh.conflictMesh(installation: conflictCase.pg, apply: conflictCase.apply)
+        let mesh = try TestMesh.conflictMesh(conflictCase)
         for index in 1...3 {
             #expect(try mesh.applyTriggerFunction(index) == conflictCase.expectedTriggerFunction)
             #expect(try mesh.captureTriggerFunction(index) == conflictCase.expectedCaptureFunction)
+            try mesh.startAudit(index)
         }
         let conninfos = mesh.clusters.map(\.conninfo)
         var allWrites = 0
@@ -413,15 +461,19 @@ struct ConflictTests {
                 for row in try cluster.execute(sql).rows { result.insert(row.map { $0 ?? "" }.joined(separator: "|")) }
             }
         }
-        let written = try set("SELECT id::text, mm_v_ms, mm_v_counter, mm_node FROM mmlite.\"public.accounts$changes\"")
-        let replaced = try set("SELECT id::text, mm_prev_ms, mm_prev_counter, mm_prev_node FROM mmlite.\"public.accounts$changes\" WHERE mm_prev_ms IS NOT NULL")
+        // Every write each node sent (stored as change rows, or sent as change messages).
+        let sent = try (1...3).flatMap { try mesh.sentChanges($0) }
+        let stored = try (1...3).reduce(0) { $0 + (try mesh.storedChanges($1)) }
+        #expect(stored == (conflictCase.changeMessages ? 0 : sent.count), "change rows stored: \(stored)")
+        let written = Set(sent.map { [$0["id"], $0["mm_v_ms"], $0["mm_v_counter"], $0["mm_node"]].map { $0 ?? "" }.joined(separator: "|") })
+        let replaced = Set(sent.filter { $0["mm_prev_ms"] != nil }.map { [$0["id"], $0["mm_prev_ms"], $0["mm_prev_counter"], $0["mm_prev_node"]].map { $0 ?? "" }.joined(separator: "|") })
         let final = try set("SELECT id::text, v_ms, v_counter, v_node FROM mmlite.\"public.accounts$versions\"")
         let lost = try set("""
             SELECT key->>'id', v->>'ms', v->>'counter', v->>'node' FROM mmlite.conflicts,
                    LATERAL (SELECT CASE winner WHEN 'remote' THEN local_version ELSE remote_version END) x(v)
             WHERE table_name = 'public.accounts'
             """)
-        #expect(written.count == allWrites, "the change tables hold every local write (\(written.count) of \(allWrites) statements)")
+        #expect(written.count == allWrites, "the nodes sent every local write (\(written.count) of \(allWrites) statements)")
         print("ConflictTests: \(written.count) writes, \(final.count) keys, \(replaced.count) overwritten in order, \(lost.count) lost a conflict")
         let unaccounted = written.subtracting(final).subtracting(replaced).subtracting(lost)
         #expect(unaccounted.isEmpty, "versions neither final, nor replaced, nor logged: \(unaccounted.sorted().prefix(10))")

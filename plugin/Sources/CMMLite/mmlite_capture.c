@@ -13,7 +13,9 @@
  * executor's simple-relation API: for every row the statement wrote, a new
  * version of its key (hybrid logical clock: above the version it replaces)
  * written to the version table, and a change row appended to the change
- * table. No SQL statement, no plan, no plpgsql.
+ * table, or, where every decoder of this database translates them, sent as a
+ * change message instead (mmlite_change_message.c). No SQL statement, no
+ * plan, no plpgsql.
  *
  * Everything it does not do itself goes, whole, to the plpgsql function,
  * called on the same trigger call (it sees the same transition tables), before
@@ -34,6 +36,7 @@
 #include "mmlite_compat.h"
 #include "mmlite_contract.h"
 #include "mmlite_tables.h"
+#include "mmlite_change_message.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -154,6 +157,7 @@ typedef struct Capture
 	IndexScanDesc scan;
 	ScanKeyData scankeys[INDEX_MAX_KEYS];
 	MemoryContext scan_context;	/* the scan's: it keeps allocations across rows (btree's killed items) */
+	bool		messages;		/* change rows go as change messages, not into the change table */
 } Capture;
 
 /* Indexes in versions_meta_names / change_meta_names (mmlite_contract.h). */
@@ -359,7 +363,9 @@ open_capture(CaptureTarget *target, Relation user_rel, Capture *k)
 	k->estate->es_output_cid = GetCurrentCommandId(true);
 	k->me_text = CStringGetTextDatum(target->me);
 	ExecOpenIndices(&k->rris[0], false);
-	ExecOpenIndices(&k->rris[1], false);
+	k->messages = mmlite_change_messages_decoded();
+	if (!k->messages)
+		ExecOpenIndices(&k->rris[1], false);
 
 	k->versions_index = index_open(k->versions_pk, RowExclusiveLock);
 	{
@@ -607,7 +613,10 @@ capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int6
 		change->tts_values[at] = ExecEvalExprSwitchContext(k->default_state[i], econtext, &change->tts_isnull[at]);
 	}
 	ExecStoreVirtualTuple(change);
-	mmlite_simple_insert(k->estate, &k->rris[1], change);
+	if (k->messages)
+		mmlite_log_change_message(k->changes_rel, change);
+	else
+		mmlite_simple_insert(k->estate, &k->rris[1], change);
 }
 
 Datum

@@ -5,6 +5,7 @@
  * trampoline re-raises it from here, a frame with no Swift above it.
  */
 #include "mmlite_pg.h"
+#include "mmlite_change_message.h"
 
 #include "utils/builtins.h"
 
@@ -38,6 +39,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("mmlite could not initialise the pgoutput callbacks")));
 	}
+	mmlite_change_messages_init(cb);
 }
 
 bool

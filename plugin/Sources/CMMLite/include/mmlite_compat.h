@@ -2,9 +2,10 @@
  * Every PostgreSQL-major difference the native apply path (mmlite_apply.c)
  * meets, in one place: executor set-up for direct table access changed in
  * 14 (ResultRelInfo arguments), 16 (permission infos, EPQ result relations,
- * summarizing indexes, object_aclcheck) and 18 (unpruned relids,
- * index_beginscan's instrumentation). The rest of mmlite_apply.c and
- * mmlite_capture.c is version-free.
+ * summarizing indexes, object_aclcheck), 17 (decoded tuples, logical
+ * message flush) and 18 (unpruned relids, index_beginscan's
+ * instrumentation). The rest of mmlite_apply.c, mmlite_capture.c and
+ * mmlite_change_message.c is version-free.
  */
 #ifndef MMLITE_COMPAT_H
 #define MMLITE_COMPAT_H
@@ -17,6 +18,9 @@
 #include "storage/lockdefs.h"
 #include "utils/rel.h"
 #include "utils/acl.h"
+#include "access/htup_details.h"
+#include "replication/message.h"
+#include "replication/reorderbuffer.h"
 #if PG_VERSION_NUM >= 160000
 #include "catalog/pg_namespace.h"
 #include "parser/parse_relation.h"
@@ -166,6 +170,66 @@ mmlite_index_beginscan(Relation heap, Relation index, Snapshot snapshot, int nke
 	return index_beginscan(heap, index, snapshot, NULL, nkeys, 0);
 #else
 	return index_beginscan(heap, index, snapshot, nkeys, 0);
+#endif
+}
+
+/* A transactional logical decoding message (17 added `flush`). */
+static inline void
+mmlite_log_logical_message(const char *prefix, const char *message, Size size)
+{
+#if PG_VERSION_NUM >= 170000
+	(void) LogLogicalMessage(prefix, message, size, true, false);
+#else
+	(void) LogLogicalMessage(prefix, message, size, true);
+#endif
+}
+
+/*
+ * A tuple of `len` data bytes as the decoder keeps a change's new row: until
+ * 16 inside a ReorderBufferTupleBuf, from 17 a plain HeapTuple.
+ */
+static inline HeapTuple
+mmlite_decoded_tuple_alloc(Size len)
+{
+#if PG_VERSION_NUM >= 170000
+	HeapTuple	tuple = palloc0(HEAPTUPLESIZE + len);
+
+	tuple->t_data = (HeapTupleHeader) ((char *) tuple + HEAPTUPLESIZE);
+	return tuple;
+#else
+	ReorderBufferTupleBuf *buf = palloc0(sizeof(ReorderBufferTupleBuf) + MAXIMUM_ALIGNOF + len);
+
+	buf->alloc_tuple_size = len;
+	buf->tuple.t_data = ReorderBufferTupleBufData(buf);
+	return &buf->tuple;
+#endif
+}
+
+static inline void
+mmlite_decoded_tuple_free(HeapTuple tuple)
+{
+#if PG_VERSION_NUM >= 170000
+	pfree(tuple);
+#else
+	pfree((char *) tuple - offsetof(ReorderBufferTupleBuf, tuple));
+#endif
+}
+
+/* Makes `change` the insert of `tuple` (from mmlite_decoded_tuple_alloc) into `rel`. */
+static inline void
+mmlite_set_decoded_insert(ReorderBufferChange *change, Relation rel, HeapTuple tuple)
+{
+	change->data.tp.clear_toast_afterwards = true;
+	change->data.tp.oldtuple = NULL;
+#if PG_VERSION_NUM >= 170000
+	change->data.tp.newtuple = tuple;
+#else
+	change->data.tp.newtuple = (ReorderBufferTupleBuf *) ((char *) tuple - offsetof(ReorderBufferTupleBuf, tuple));
+#endif
+#if PG_VERSION_NUM >= 160000
+	change->data.tp.rlocator = rel->rd_locator;
+#else
+	change->data.tp.relnode = rel->rd_node;
 #endif
 }
 
