@@ -41,8 +41,13 @@ PG_BUILD_KEY := pg$(PG_MAJOR)-$(shell printf '%s' '$(PG_INCLUDEDIR_SERVER)' | ck
 PLUGIN_SCRATCH := .build-plugin/$(PG_BUILD_KEY)
 PLUGIN_SO := $(PLUGIN_SCRATCH)/mmlite.so
 
+# Extra C defines, for test builds only (ConflictUpgradeTests builds one with
+# MMLITE_WITHOUT_CHANGE_MESSAGE_DECODING, as a plugin from before change messages).
+PLUGIN_DEFINES ?=
+
 SWIFT_PLUGIN_FLAGS := -c release --package-path plugin --scratch-path $(PLUGIN_SCRATCH)/swiftpm \
-	-Xcc -I$(PG_INCLUDEDIR_SERVER) -Xcc -Wno-ignored-attributes -Xcc '-DMMLITE_VERSION="$(MMLITE_VERSION)"'
+	-Xcc -I$(PG_INCLUDEDIR_SERVER) -Xcc -Wno-ignored-attributes -Xcc '-DMMLITE_VERSION="$(MMLITE_VERSION)"' \
+	$(foreach d,$(PLUGIN_DEFINES),-Xcc -D$(d))
 
 all: $(PLUGIN_SO)
 

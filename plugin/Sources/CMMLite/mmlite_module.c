@@ -39,7 +39,9 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("mmlite could not initialise the pgoutput callbacks")));
 	}
+#ifndef MMLITE_WITHOUT_CHANGE_MESSAGE_DECODING
 	mmlite_change_messages_init(cb);
+#endif
 }
 
 bool

@@ -1,0 +1,107 @@
+import ClusterHarness
+import Foundation
+import MMLiteCore
+import PostgresClient
+import Testing
+
+/// Native capture sends a change row as a change message only where every
+/// decoder of the node turns it back into a row (docs/conflicts.md, "Change
+/// messages"); anywhere else the message would be dropped and the nodes would
+/// silently differ. These tests make the decoders that must not get one: a
+/// walsender still running an mmlite.so from before change messages (as after
+/// a package upgrade, until the walsenders restart), and a slot of another
+/// plugin.
+@Suite("change messages: only for decoders that take them", .enabled(if: changeMessageInstallation != nil), .serialized)
+struct ChangeMessageTests {
+    /// A walsender's plugin is looked up on `dynamic_library_path`, the
+    /// triggers' functions in `$libdir`: a node with an old build first on
+    /// the path decodes with it and captures with the current one.
+    @Test("a walsender with an mmlite.so from before change messages gets change rows; once it runs the current build, messages; a slot of another plugin gets rows again")
+    func decoders() throws {
+        let pg = try #require(changeMessageInstallation)
+        let work = NSTemporaryDirectory() + "mmlite-old-plugin-\(getpid())"
+        let fileManager = FileManager.default
+        try? fileManager.removeItem(atPath: work)
+        try fileManager.createDirectory(atPath: work + "/lib", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? fileManager.removeItem(atPath: work) }
+        try buildPlugin(pg, scratch: work + "/build", defines: ["MMLITE_WITHOUT_CHANGE_MESSAGE_DECODING"])
+        try fileManager.copyItem(atPath: work + "/build/mmlite.so", toPath: work + "/lib/mmlite.so")
+        try fileManager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: work + "/lib/mmlite.so")
+
+        let mesh = try TestMesh(3, settings: [1: ["dynamic_library_path": "'\(work)/lib:$libdir'"]],
+                                schema: [1: conflictSchema, 2: conflictSchema, 3: conflictSchema], installation: pg)
+        try mesh.writeConflictConfig(policy: "last-update-wins", filter: .mmlite)
+        let apply = mesh.mmlite(["apply"])
+        try #require(apply.code == 0, "\(apply)")
+        for index in 1...3 { #expect(try mesh.captureTriggerFunction(index) == "mmlite.capture_change") }
+        #expect(waitUntil(timeout: 30) { try (1...3).allSatisfy { try mesh.activeDecoders($0) == 2 } }, "every link streams")
+        #expect(waitUntil(timeout: 30) { try mesh.announcedDecoders(2) == 2 }, "n2's walsenders run the current build")
+        #expect(try mesh.announcedDecoders(1) == 0, "n1's walsenders run the old build")
+
+        try mesh[1].execute("INSERT INTO public.accounts VALUES (1, 'old decoder', 1)")
+        #expect(try mesh.storedChanges(1) == 1, "n1 stores its change row: its decoders would drop a message")
+        mesh.expectEverywhere("1:old decoder:1", where: "id = 1")
+        try mesh[2].execute("INSERT INTO public.accounts VALUES (2, 'new decoder', 2)")
+        #expect(try mesh.storedChanges(2) == 0, "n2 sends a change message")
+        mesh.expectEverywhere("2:new decoder:2", where: "id = 2")
+
+        // The upgrade completes: the file replaced as a package manager does, the walsenders restarted.
+        try fileManager.copyItem(atPath: pg.pkglibdir + "/mmlite.so", toPath: work + "/lib/mmlite.so.new")
+        try fileManager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: work + "/lib/mmlite.so.new")
+        #expect(rename(work + "/lib/mmlite.so.new", work + "/lib/mmlite.so") == 0)
+        try mesh[1].execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active_pid IS NOT NULL")
+        #expect(waitUntil(timeout: 60) { try mesh.announcedDecoders(1) == 2 }, "n1's walsenders came back with the current build")
+        try mesh[1].execute("UPDATE public.accounts SET owner = 'new decoder' WHERE id = 1")
+        #expect(try mesh.storedChanges(1) == 1, "n1 sends a change message now")
+        mesh.expectEverywhere("1:new decoder:1", where: "id = 1")
+
+        // A slot of another plugin (pgoutput, as a table sync or an origin = none link uses) gets rows.
+        try mesh[2].execute("SELECT pg_create_logical_replication_slot('other_plugin', 'pgoutput')")
+        try mesh[2].execute("UPDATE public.accounts SET balance = 22 WHERE id = 2")
+        #expect(try mesh.storedChanges(2) == 1, "n2 stores its change row while a pgoutput slot exists")
+        mesh.expectEverywhere("2:new decoder:22", where: "id = 2")
+        try mesh[2].execute("SELECT pg_drop_replication_slot('other_plugin')")
+        try mesh[2].execute("UPDATE public.accounts SET balance = 23 WHERE id = 2")
+        #expect(try mesh.storedChanges(2) == 1, "and messages again once it is gone")
+        mesh.expectEverywhere("2:new decoder:23", where: "id = 2")
+        #expect(try Set((1...3).map { try mesh[$0].fingerprint(of: "public.accounts") }).count == 1)
+    }
+}
+
+/// Where the test runs: the first conflict installation before 16 (its
+/// default links use mmlite slots), else the first one.
+let changeMessageInstallation: PGInstallation? = conflictInstallations.first { $0.major < 16 } ?? conflictInstallations.first
+
+extension TestMesh {
+    /// Node `index`'s mesh slots being decoded right now.
+    func activeDecoders(_ index: Int) throws -> Int {
+        Int(try self[index].scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'mmlite\\_shop\\_%' AND active") ?? "") ?? -1
+    }
+
+    /// Node `index`'s decoding processes that announced they take change
+    /// messages: the session lock mmlite_change_message.c describes, held by
+    /// a slot's active process.
+    func announcedDecoders(_ index: Int) throws -> Int {
+        Int(try self[index].scalar("""
+            SELECT count(*) FROM pg_locks l JOIN pg_replication_slots s ON s.active_pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.objsubid = 3 AND l.classid::text = l.pid::text AND l.granted AND l.mode = 'ExclusiveLock'
+            """) ?? "") ?? -1
+    }
+}
+
+/// Builds mmlite.so for `pg` with extra C defines into `scratch` (the
+/// repository's Makefile, its own scratch folder).
+func buildPlugin(_ pg: PGInstallation, scratch: String, defines: [String]) throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let make = Process()
+    make.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    make.arguments = ["make", "-s", "-C", root, "PG_CONFIG=\(pg.pgConfig)", "PLUGIN_SCRATCH=\(scratch)",
+                      "PLUGIN_DEFINES=\(defines.joined(separator: " "))", scratch + "/mmlite.so"]
+    let output = Pipe()
+    make.standardOutput = output
+    make.standardError = output
+    try make.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    make.waitUntilExit()
+    guard make.terminationStatus == 0 else { throw HarnessError("building mmlite.so with \(defines) failed:\n\(text)") }
+}
