@@ -39,6 +39,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("mmlite could not initialise the pgoutput callbacks")));
 	}
+	/* Defined only for ChangeMessageTests' stand-in of a build from before change messages. */
 #ifndef MMLITE_WITHOUT_CHANGE_MESSAGE_DECODING
 	mmlite_change_messages_init(cb);
 #endif

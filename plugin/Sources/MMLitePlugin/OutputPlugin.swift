@@ -8,9 +8,11 @@
 import CMMLite
 
 /// Fills `callbacks` with the running server's own pgoutput callbacks and
-/// replaces only the origin filter. Everything else (protocol versions,
+/// replaces the origin filter. Everything else (protocol versions,
 /// streaming, two-phase, binary, row filters, column lists, errors for bad
-/// options) is that server's pgoutput, unchanged.
+/// options) is that server's pgoutput, unchanged; the C trampoline then wraps
+/// its message and startup callbacks for change messages
+/// (mmlite_change_message.c).
 @_cdecl("mmlite_swift_plugin_init")
 func mmliteSwiftPluginInit(
     _ callbacks: UnsafeMutablePointer<OutputPluginCallbacks>?,
