@@ -11,15 +11,15 @@ import Testing
 /// walsender still running an mmlite.so from before change messages (as after
 /// a package upgrade, until the walsenders restart), and a slot of another
 /// plugin.
-@Suite("change messages: only for decoders that take them", .enabled(if: changeMessageInstallation != nil), .serialized)
+@Suite("change messages: only for decoders that take them", .enabled(if: !changeMessageInstallations.isEmpty), .serialized)
 struct ChangeMessageTests {
     /// A walsender's plugin is looked up on `dynamic_library_path`, the
     /// triggers' functions in `$libdir`: a node with an old build first on
     /// the path decodes with it and captures with the current one.
-    @Test("a walsender with an mmlite.so from before change messages gets change rows; once it runs the current build, messages; a slot of another plugin gets rows again")
-    func decoders() throws {
-        let pg = try #require(changeMessageInstallation)
-        let work = NSTemporaryDirectory() + "mmlite-old-plugin-\(getpid())"
+    @Test("a walsender with an mmlite.so from before change messages gets change rows; once it runs the current build, messages; a slot of another plugin gets rows again; a large transaction spilled and streamed",
+          arguments: changeMessageInstallations)
+    func decoders(_ pg: PGInstallation) throws {
+        let work = NSTemporaryDirectory() + "mmlite-old-plugin-\(getpid())-\(pg.major)"
         let fileManager = FileManager.default
         try? fileManager.removeItem(atPath: work)
         try fileManager.createDirectory(atPath: work + "/lib", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
@@ -64,13 +64,40 @@ struct ChangeMessageTests {
         try mesh[2].execute("UPDATE public.accounts SET balance = 23 WHERE id = 2")
         #expect(try mesh.storedChanges(2) == 1, "and messages again once it is gone")
         mesh.expectEverywhere("2:new decoder:23", where: "id = 2")
+
+        // A transaction bigger than logical_decoding_work_mem: its messages spill to disk with its
+        // other changes (to n3), or go out in progress (n2 subscribes with streaming = on).
+        try mesh[1].execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+        try mesh[1].execute("SELECT pg_reload_conf()")
+        let streams = pg.major >= 14     // streaming of in-progress transactions and pg_stat_replication_slots: 14+
+        if streams { try mesh[2].execute("ALTER SUBSCRIPTION mmlite_shop_from_n1 SET (streaming = on)") }
+        // The changed subscription reconnects: until its new walsender has announced, capture would store rows.
+        #expect(waitUntil(timeout: 60) {
+            try mesh[1].scalar("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'mmlite_shop_from_n1' AND state = 'streaming'") == "2"
+                && mesh.announcedDecoders(1) == 2
+        })
+        try mesh[1].execute("INSERT INTO public.accounts SELECT g, 'large', g FROM generate_series(100, 3099) g")
+        #expect(try mesh.storedChanges(1) == 1, "sent as change messages")
+        #expect(waitUntil(timeout: 60) {
+            try (1...3).allSatisfy { try mesh[$0].scalar("SELECT count(*) FROM public.accounts WHERE owner = 'large'") == "3000" }
+        }, "the large transaction arrives whole, spilled and streamed")
+        if streams {
+            #expect(waitUntil(timeout: 10) {
+                // 18's subscriptions stream by default (streaming = parallel): n3's is streamed there.
+                try mesh[1].scalar("SELECT spill_txns + stream_txns > 0 FROM pg_stat_replication_slots WHERE slot_name = 'mmlite_shop_n3'") == "t"
+            }, "spilled (or streamed) to n3: \((try? mesh[1].execute("SELECT * FROM pg_stat_replication_slots").rows) ?? [])")
+            #expect(waitUntil(timeout: 10) {
+                try mesh[1].scalar("SELECT stream_txns > 0 FROM pg_stat_replication_slots WHERE slot_name = 'mmlite_shop_n2'") == "t"
+            }, "streamed to n2")
+        }
         #expect(try Set((1...3).map { try mesh[$0].fingerprint(of: "public.accounts") }).count == 1)
     }
 }
 
-/// Where the test runs: the first conflict installation before 16 (its
-/// default links use mmlite slots), else the first one.
-let changeMessageInstallation: PGInstallation? = conflictInstallations.first { $0.major < 16 } ?? conflictInstallations.first
+/// Every installation in `MMLITE_PG_CONFIGS`: the decoder's tuple handling
+/// differs by major (13–16 and 17+), and the mesh uses mmlite slots
+/// (`filter = "mmlite"`) on all of them.
+let changeMessageInstallations: [PGInstallation] = (try? PGInstallation.fromEnvironment()) ?? []
 
 extension TestMesh {
     /// Node `index`'s mesh slots being decoded right now.
