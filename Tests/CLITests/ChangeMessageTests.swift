@@ -65,6 +65,17 @@ struct ChangeMessageTests {
         #expect(try mesh.storedChanges(2) == 1, "and messages again once it is gone")
         mesh.expectEverywhere("2:new decoder:23", where: "id = 2")
 
+        // A value stored out of line (TOAST) that the statement did not change: the new row holds a
+        // pointer into the user table's TOAST, which the message must carry as the value itself.
+        try mesh[1].execute("INSERT INTO public.accounts SELECT 50, string_agg(md5(g::text), '') || 'x', 50 FROM generate_series(1, 20000) g")
+        try mesh[1].execute("UPDATE public.accounts SET balance = 51 WHERE id = 50")
+        #expect(try mesh[1].scalar("SELECT pg_relation_size(reltoastrelid) > 0 FROM pg_class WHERE oid = 'public.accounts'::regclass") == "t", "stored out of line")
+        #expect(try mesh.storedChanges(1) == 1, "sent as change messages")
+        let toasted = "SELECT md5(owner) || ':' || balance FROM public.accounts WHERE id = 50"
+        let expected = try mesh[1].scalar(toasted)
+        #expect(waitUntil(timeout: 30) { try (2...3).allSatisfy { try mesh[$0].scalar(toasted) == expected } },
+                "the unchanged out-of-line value arrives with the update: \((2...3).map { (try? mesh[$0].scalar(toasted)) ?? "?" })")
+
         // A transaction bigger than logical_decoding_work_mem: its messages spill to disk with its
         // other changes (to n3), or go out in progress (n2 subscribes with streaming = on).
         try mesh[1].execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")

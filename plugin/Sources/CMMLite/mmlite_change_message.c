@@ -207,14 +207,23 @@ decode_change_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRe
 	mmlite_decoded_tuple_free(tuple);
 }
 
+/* Our messages to `change_cb`, every other one to pgoutput's `message_cb` (none in 13). */
+static void
+route_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
+			  const char *prefix, Size size, const char *message,
+			  LogicalDecodeChangeCB change_cb, LogicalDecodeMessageCB message_cb)
+{
+	if (strcmp(prefix, MMLITE_CHANGE_MESSAGE_PREFIX) == 0)
+		decode_change_message(ctx, txn, lsn, transactional, size, message, change_cb);
+	else if (message_cb != NULL)
+		message_cb(ctx, txn, lsn, transactional, prefix, size, message);
+}
+
 static void
 mmlite_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
 			   const char *prefix, Size size, const char *message)
 {
-	if (strcmp(prefix, MMLITE_CHANGE_MESSAGE_PREFIX) == 0)
-		decode_change_message(ctx, txn, lsn, transactional, size, message, pgoutput_change);
-	else if (pgoutput_message != NULL)
-		pgoutput_message(ctx, txn, lsn, transactional, prefix, size, message);
+	route_message(ctx, txn, lsn, transactional, prefix, size, message, pgoutput_change, pgoutput_message);
 }
 
 #if PG_VERSION_NUM >= 140000
@@ -222,10 +231,7 @@ static void
 mmlite_stream_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
 					  const char *prefix, Size size, const char *message)
 {
-	if (strcmp(prefix, MMLITE_CHANGE_MESSAGE_PREFIX) == 0)
-		decode_change_message(ctx, txn, lsn, transactional, size, message, pgoutput_stream_change);
-	else if (pgoutput_stream_message != NULL)
-		pgoutput_stream_message(ctx, txn, lsn, transactional, prefix, size, message);
+	route_message(ctx, txn, lsn, transactional, prefix, size, message, pgoutput_stream_change, pgoutput_stream_message);
 }
 #endif
 
