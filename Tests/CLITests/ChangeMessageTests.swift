@@ -55,6 +55,24 @@ struct ChangeMessageTests {
         #expect(try mesh.storedChanges(1) == 1, "n1 sends a change message now")
         mesh.expectEverywhere("1:new decoder:1", where: "id = 1")
 
+        // Forged change messages: any role may call pg_logical_emit_message(). The decoder takes a
+        // message only right after the capture trigger's version row of the same key; these are
+        // skipped with a WARNING, never applied, and replication goes on.
+        try mesh[1].execute("CREATE ROLE intruder LOGIN")
+        let intruder = try mesh[1].connect(overrides: ["user": "intruder"])
+        defer { intruder.close() }
+        let relid = UInt32(try mesh[1].scalar("SELECT 'mmlite.\"public.accounts$changes\"'::regclass::oid") ?? "") ?? 0
+        let relidBytes = (0..<4).map { String(format: "%02x", (relid >> (8 * UInt32($0))) & 0xff) }.joined()
+        let forged = "'\\x01000000\(relidBytes)" + String(repeating: "01", count: 40) + "'::bytea"
+        try intruder.execute("SELECT pg_logical_emit_message(true, 'mmlite.change', \(forged))")
+        try intruder.execute("SELECT pg_logical_emit_message(true, 'mmlite.change', '\\x02000000\(relidBytes)00'::bytea)")
+        try intruder.execute("SELECT pg_logical_emit_message(false, 'mmlite.change', 'x')")
+        // Right after a genuine change of the same transaction: still not the trigger's.
+        try mesh[1].execute("BEGIN; UPDATE public.accounts SET balance = 60 WHERE id = 1; SELECT pg_logical_emit_message(true, 'mmlite.change', \(forged)); COMMIT")
+        mesh.expectEverywhere("1:new decoder:60", where: "id = 1")
+        #expect(waitUntil(timeout: 30) { mesh[1].serverLog().components(separatedBy: "skipped the change message").count - 1 >= 8 },
+                "each walsender logs each of the 4 forged messages")
+
         // A slot of another plugin (pgoutput, as a table sync or an origin = none link uses) gets rows.
         try mesh[2].execute("SELECT pg_create_logical_replication_slot('other_plugin', 'pgoutput')")
         try mesh[2].execute("UPDATE public.accounts SET balance = 22 WHERE id = 2")

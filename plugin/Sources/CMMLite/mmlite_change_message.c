@@ -25,9 +25,14 @@
  */
 #include "mmlite_change_message.h"
 #include "mmlite_compat.h"
+#include "mmlite_contract.h"
+#include "mmlite_tables.h"
 
 #include "access/detoast.h"
+#include "access/heaptoast.h"
 #include "access/htup_details.h"
+#include "access/tupmacs.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "replication/logical.h"
 #include "replication/message.h"
@@ -37,6 +42,9 @@
 #include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 /* The decoder's lock: database, PID, this key, objsubid 3. */
@@ -154,6 +162,264 @@ mmlite_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_in
 	}
 }
 
+/*
+ * The authentication. Any role may call pg_logical_emit_message(), so a
+ * message proves nothing by itself; the capture trigger writes a change
+ * message right after the version row of the same key, in the same
+ * transaction. So the decoder remembers the last change it was given if it
+ * is a write of a version table ("s.t$versions" in schema mmlite), and takes a
+ * message only as the very next change of that transaction, for the paired
+ * change table "s.t$changes", with the same key and version. A role that may
+ * not write the version table cannot produce that; one that may can insert
+ * change rows anyway. Anything else is skipped with a WARNING, never an
+ * ERROR: an ERROR would stop replication, which any role could then do.
+ */
+static MemoryContext remembered_context = NULL;
+static TransactionId remembered_xid = InvalidTransactionId;
+static Oid	remembered_relid = InvalidOid;
+static HeapTuple remembered_version = NULL;
+
+#define VERSIONS_SUFFIX "$versions"
+#define CHANGES_SUFFIX "$changes"
+
+static bool
+has_suffix(const char *name, const char *suffix)
+{
+	size_t		n = strlen(name);
+	size_t		k = strlen(suffix);
+
+	return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* Whether rel is in schema mmlite and named ...`suffix`. */
+static bool
+is_mmlite_table(Relation rel, const char *suffix)
+{
+	char	   *schema;
+	bool		ok;
+
+	if (!has_suffix(RelationGetRelationName(rel), suffix))
+		return false;
+	schema = get_namespace_name(RelationGetNamespace(rel));
+	ok = schema != NULL && strcmp(schema, "mmlite") == 0;
+	if (schema != NULL)
+		pfree(schema);
+	return ok;
+}
+
+static void
+forget_version(void)
+{
+	remembered_xid = InvalidTransactionId;
+	remembered_relid = InvalidOid;
+	remembered_version = NULL;
+	if (remembered_context != NULL)
+		MemoryContextReset(remembered_context);
+}
+
+/* Every change passes here on its way to pgoutput: a version-table write is remembered, anything else forgets it. */
+static void
+note_change(ReorderBufferTXN *txn, Relation rel, ReorderBufferChange *change)
+{
+	HeapTuple	newtuple = NULL;
+
+	forget_version();
+	if (change->action == REORDER_BUFFER_CHANGE_INSERT || change->action == REORDER_BUFFER_CHANGE_UPDATE)
+		newtuple = mmlite_decoded_new_tuple(change);
+	if (newtuple == NULL || !is_mmlite_table(rel, VERSIONS_SUFFIX))
+		return;
+	if (remembered_context == NULL)
+		remembered_context = AllocSetContextCreate(TopMemoryContext, "mmlite change message check", ALLOCSET_SMALL_SIZES);
+	{
+		MemoryContext caller = MemoryContextSwitchTo(remembered_context);
+
+		/* Flattened: the decoder's out-of-line values are freed after this change. */
+		remembered_version = HeapTupleHasExternal(newtuple) ?
+			toast_flatten_tuple(newtuple, RelationGetDescr(rel)) : heap_copytuple(newtuple);
+		MemoryContextSwitchTo(caller);
+	}
+	remembered_relid = RelationGetRelid(rel);
+	remembered_xid = txn->xid;
+}
+
+static void
+mmlite_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel, ReorderBufferChange *change)
+{
+	note_change(txn, rel, change);
+	pgoutput_change(ctx, txn, rel, change);
+}
+
+#if PG_VERSION_NUM >= 140000
+static void
+mmlite_stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel, ReorderBufferChange *change)
+{
+	note_change(txn, rel, change);
+	pgoutput_stream_change(ctx, txn, rel, change);
+}
+#endif
+
+/*
+ * Whether the tuple's data fits in its length, attribute by attribute, with
+ * no out-of-line value: checked before anything reads it as a row.
+ */
+static bool
+tuple_well_formed(TupleDesc desc, HeapTuple tuple)
+{
+	HeapTupleHeader t = tuple->t_data;
+	int			natts = HeapTupleHeaderGetNatts(t);
+	bool		hasnulls = HeapTupleHasNulls(tuple);
+	char	   *data;
+	char	   *end = (char *) t + tuple->t_len;
+	uint32		off = 0;
+
+	if (natts > desc->natts || t->t_hoff < SizeofHeapTupleHeader || t->t_hoff > tuple->t_len ||
+		(hasnulls && SizeofHeapTupleHeader + BITMAPLEN(natts) > t->t_hoff))
+		return false;
+	data = (char *) t + t->t_hoff;
+	for (int i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		char	   *p;
+
+		if (hasnulls && att_isnull(i, t->t_bits))
+			continue;
+		if (att->attlen == -1 && data + off < end && VARATT_NOT_PAD_BYTE(data + off))
+			p = data + off;		/* a short varlena is not aligned */
+		else
+		{
+			off = att_align_nominal(off, att->attalign);
+			p = data + off;
+		}
+		if (att->attlen > 0)
+		{
+			if (p + att->attlen > end)
+				return false;
+			off += att->attlen;
+		}
+		else if (att->attlen == -1)
+		{
+			if (p >= end || (!VARATT_IS_1B(p) && p + VARHDRSZ > end) || VARATT_IS_EXTERNAL(p) ||
+				p + VARSIZE_ANY(p) > end || VARSIZE_ANY(p) < (VARATT_IS_1B(p) ? VARHDRSZ_SHORT : VARHDRSZ))
+				return false;
+			off += VARSIZE_ANY(p);
+		}
+		else
+		{
+			/* cstring */
+			size_t		room = end - p;
+
+			if (p >= end || strnlen(p, room) >= room)
+				return false;
+			off += strlen(p) + 1;
+		}
+	}
+	return true;
+}
+
+/* Two values of one type, compared by their bytes (varlenas by their contents, whatever their headers). */
+static bool
+same_value(Datum a, Datum b, Form_pg_attribute att)
+{
+	if (att->attlen == -1)
+	{
+		struct varlena *va = PG_DETOAST_DATUM_PACKED(a);
+		struct varlena *vb = PG_DETOAST_DATUM_PACKED(b);
+
+		return VARSIZE_ANY_EXHDR(va) == VARSIZE_ANY_EXHDR(vb) &&
+			memcmp(VARDATA_ANY(va), VARDATA_ANY(vb), VARSIZE_ANY_EXHDR(va)) == 0;
+	}
+	return datumIsEqual(a, b, att->attbyval, att->attlen);
+}
+
+/*
+ * Whether `tuple` (a row of change table `rel`) is what the capture trigger
+ * wrote after the remembered version row: the paired tables, the same key
+ * and version. Null when it is, else why not.
+ */
+static const char *
+not_captured(ReorderBufferTXN *txn, Relation rel, HeapTuple tuple)
+{
+	static const char *const version_columns[] = MMLITE_VERSION_COLUMNS;
+	/* change column, version column: the same value in both */
+	static const char *const same[][2] = {{"mm_v_ms", "v_ms"}, {"mm_v_counter", "v_counter"}, {"mm_node", "v_node"}, {"mm_op", "op"}};
+	TupleDesc	change_desc = RelationGetDescr(rel);
+	Relation	versions;
+	TupleDesc	versions_desc;
+	const char *name;
+	const char *versions_name;
+	Datum	   *cv;
+	bool	   *cn;
+	Datum	   *vv;
+	bool	   *vn;
+	const char *why = NULL;
+
+	if (remembered_version == NULL || remembered_xid != txn->xid)
+		return "it does not follow a version row written by the same transaction";
+	if (!is_mmlite_table(rel, CHANGES_SUFFIX))
+		return "it names a table that is not a change table";
+	if (!tuple_well_formed(change_desc, tuple))
+		return "its row is malformed";
+	versions = RelationIdGetRelation(remembered_relid);
+	if (!RelationIsValid(versions))
+		return "its version table is gone";
+	name = RelationGetRelationName(rel);
+	versions_name = RelationGetRelationName(versions);
+	if (RelationGetNamespace(versions) != RelationGetNamespace(rel) ||
+		strlen(name) - strlen(CHANGES_SUFFIX) != strlen(versions_name) - strlen(VERSIONS_SUFFIX) ||
+		strncmp(name, versions_name, strlen(name) - strlen(CHANGES_SUFFIX)) != 0)
+	{
+		RelationClose(versions);
+		return "its change table is not the one of the version row before it";
+	}
+	versions_desc = RelationGetDescr(versions);
+	cv = palloc(change_desc->natts * sizeof(Datum));
+	cn = palloc(change_desc->natts * sizeof(bool));
+	vv = palloc(versions_desc->natts * sizeof(Datum));
+	vn = palloc(versions_desc->natts * sizeof(bool));
+	heap_deform_tuple(tuple, change_desc, cv, cn);
+	heap_deform_tuple(remembered_version, versions_desc, vv, vn);
+	for (int i = 0; why == NULL && i < (int) lengthof(same); i++)
+	{
+		int			c = mmlite_column_index(change_desc, same[i][0]);
+		int			v = mmlite_column_index(versions_desc, same[i][1]);
+
+		if (c < 0 || v < 0 || cn[c] || vn[v] ||
+			TupleDescAttr(change_desc, c)->atttypid != TupleDescAttr(versions_desc, v)->atttypid ||
+			!same_value(cv[c], vv[v], TupleDescAttr(versions_desc, v)))
+			why = "its version is not the one of the version row before it";
+	}
+	/* The key: every version-table column that is not one of mmlite's. */
+	for (int v = 0; why == NULL && v < versions_desc->natts; v++)
+	{
+		Form_pg_attribute att = TupleDescAttr(versions_desc, v);
+		bool		meta = false;
+		int			c;
+
+		for (int j = 0; j < (int) lengthof(version_columns); j++)
+			meta = meta || strcmp(NameStr(att->attname), version_columns[j]) == 0;
+		if (att->attisdropped || meta)
+			continue;
+		c = mmlite_column_index(change_desc, NameStr(att->attname));
+		if (c < 0 || cn[c] || vn[v] || TupleDescAttr(change_desc, c)->atttypid != att->atttypid ||
+			!same_value(cv[c], vv[v], att))
+			why = "its key is not the one of the version row before it";
+	}
+	RelationClose(versions);
+	return why;
+}
+
+/* Skips a message no capture trigger wrote, saying so in the server log. */
+static void
+skip_message(XLogRecPtr lsn, const char *why)
+{
+	ereport(WARNING,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("mmlite: skipped the change message at %X/%X: %s",
+					(uint32) (lsn >> 32), (uint32) lsn, why),
+			 errdetail("Only mmlite's capture trigger writes messages with the prefix \"%s\"; this one was written otherwise (pg_logical_emit_message), or by a build this one does not read.",
+					   MMLITE_CHANGE_MESSAGE_PREFIX)));
+}
+
 /* A change message as pgoutput's INSERT of its row into its change table. */
 static void
 decode_change_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
@@ -164,37 +430,43 @@ decode_change_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRe
 	Relation	rel;
 	ReorderBufferChange change;
 	HeapTuple	tuple;
+	const char *why;
 
 	if (!transactional || txn == NULL || size < sizeof(header) + SizeofHeapTupleHeader)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mmlite: malformed change message at %X/%X (%zu bytes%s)",
-						(uint32) (lsn >> 32), (uint32) lsn, size, transactional ? "" : ", not transactional")));
+	{
+		forget_version();
+		skip_message(lsn, transactional ? "it is too short" : "it is not transactional");
+		return;
+	}
 	memcpy(&header, message, sizeof(header));
 	if (header.format != MMLITE_CHANGE_MESSAGE_FORMAT)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("mmlite: the change message at %X/%X has format %u, this mmlite.so (%s) reads format %d",
-						(uint32) (lsn >> 32), (uint32) lsn, header.format, MMLITE_VERSION, MMLITE_CHANGE_MESSAGE_FORMAT),
-				 errhint("Install the mmlite.so that wrote it (or a later one) on this server.")));
+	{
+		forget_version();
+		skip_message(lsn, "its format is not one this build reads");
+		return;
+	}
 	rel = RelationIdGetRelation(header.relid);
 	if (!RelationIsValid(rel))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mmlite: the change message at %X/%X names relation %u, which does not exist there",
-						(uint32) (lsn >> 32), (uint32) lsn, header.relid)));
+	{
+		forget_version();
+		skip_message(lsn, "it names no table");
+		return;
+	}
 	tuple_len = size - sizeof(header);
 	tuple = mmlite_decoded_tuple_alloc(tuple_len);
 	memcpy(tuple->t_data, message + sizeof(header), tuple_len);
 	tuple->t_len = tuple_len;
 	ItemPointerSetInvalid(&tuple->t_self);
 	tuple->t_tableOid = header.relid;
-	if (HeapTupleHeaderGetNatts(tuple->t_data) > RelationGetDescr(rel)->natts ||
-		tuple->t_data->t_hoff > tuple_len)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mmlite: the change message at %X/%X does not hold a row of \"%s\"",
-						(uint32) (lsn >> 32), (uint32) lsn, RelationGetRelationName(rel))));
+	why = not_captured(txn, rel, tuple);
+	forget_version();
+	if (why != NULL)
+	{
+		skip_message(lsn, why);
+		RelationClose(rel);
+		mmlite_decoded_tuple_free(tuple);
+		return;
+	}
 
 	memset(&change, 0, sizeof(change));
 	change.action = REORDER_BUFFER_CHANGE_INSERT;
@@ -242,11 +514,15 @@ mmlite_change_messages_init(OutputPluginCallbacks *cb)
 	pgoutput_change = cb->change_cb;
 	pgoutput_message = cb->message_cb;
 	cb->startup_cb = mmlite_startup;
+	cb->change_cb = mmlite_change;
 	cb->message_cb = mmlite_message;
 #if PG_VERSION_NUM >= 140000
 	pgoutput_stream_change = cb->stream_change_cb;
 	pgoutput_stream_message = cb->stream_message_cb;
 	if (pgoutput_stream_change != NULL)
+	{
+		cb->stream_change_cb = mmlite_stream_change;
 		cb->stream_message_cb = mmlite_stream_message;
+	}
 #endif
 }

@@ -215,6 +215,17 @@ mmlite_decoded_tuple_free(HeapTuple tuple)
 #endif
 }
 
+/* A decoded change's new row (NULL if it has none), whatever the major keeps it in. */
+static inline HeapTuple
+mmlite_decoded_new_tuple(ReorderBufferChange *change)
+{
+#if PG_VERSION_NUM >= 170000
+	return change->data.tp.newtuple;
+#else
+	return change->data.tp.newtuple != NULL ? &change->data.tp.newtuple->tuple : NULL;
+#endif
+}
+
 /* Makes `change` the insert of `tuple` (from mmlite_decoded_tuple_alloc) into `rel`. */
 static inline void
 mmlite_set_decoded_insert(ReorderBufferChange *change, Relation rel, HeapTuple tuple)
