@@ -41,7 +41,7 @@ PG_BUILD_KEY := pg$(PG_MAJOR)-$(shell printf '%s' '$(PG_INCLUDEDIR_SERVER)' | ck
 PLUGIN_SCRATCH := .build-plugin/$(PG_BUILD_KEY)
 PLUGIN_SO := $(PLUGIN_SCRATCH)/mmlite.so
 
-# Extra C defines, for test builds only (ConflictUpgradeTests builds one with
+# Extra C defines, for test builds only (ChangeMessageTests builds one with
 # MMLITE_WITHOUT_CHANGE_MESSAGE_DECODING, as a plugin from before change messages).
 PLUGIN_DEFINES ?=
 

@@ -37,7 +37,7 @@ extern bool mmlite_change_messages_decoded(void);
 /* The capture side: logs `change`, a row of `changes_rel`, as a change message. */
 extern void mmlite_log_change_message(Relation changes_rel, TupleTableSlot *change);
 
-/* The plugin side: wraps pgoutput's startup and message callbacks in `cb`. */
+/* The plugin side: wraps pgoutput's startup, change and message callbacks in `cb`. */
 extern void mmlite_change_messages_init(OutputPluginCallbacks *cb);
 
 #endif							/* MMLITE_CHANGE_MESSAGE_H */

@@ -11,7 +11,7 @@ import CMMLite
 /// replaces the origin filter. Everything else (protocol versions,
 /// streaming, two-phase, binary, row filters, column lists, errors for bad
 /// options) is that server's pgoutput, unchanged; the C trampoline then wraps
-/// its message and startup callbacks for change messages
+/// its startup, change and message callbacks for change messages
 /// (mmlite_change_message.c).
 @_cdecl("mmlite_swift_plugin_init")
 func mmliteSwiftPluginInit(
