@@ -54,6 +54,7 @@
 #include "nodes/execnodes.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -190,13 +191,12 @@ op_code(Datum value)
 	return 0;
 }
 
-/* A virtual slot of rel holding only its key columns, taken from the change. */
+/* slot (of rel) holding only rel's key columns, taken from the change. */
 static TupleTableSlot *
-key_slot(EState *estate, Relation rel, Bitmapset *key_columns, TupleDesc change_desc,
+key_slot(TupleTableSlot *slot, Relation rel, Bitmapset *key_columns, TupleDesc change_desc,
 		 const Datum *change_values, const bool *change_nulls, ColumnHints *hints, bool *ok)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	TupleTableSlot *slot = table_slot_create(rel, &estate->es_tupleTable);
 	int		   *hint = hints_for(hints, desc->natts);
 
 	ExecClearTuple(slot);
@@ -224,12 +224,20 @@ key_slot(EState *estate, Relation rel, Bitmapset *key_columns, TupleDesc change_
 	return slot;
 }
 
-/* The two tables a change is applied to, opened, with an executor state. */
+/*
+ * The two tables a change is applied to, opened, with an executor state and
+ * the slots a change uses. Opened once per transaction and target and kept
+ * until the transaction ends (a remote transaction is applied as one local
+ * one: a bulk statement's 200k changes open them once, not 200k times); see
+ * tables_for(). What is kept is what the executor keeps for a whole
+ * statement, under the same locks (RowExclusiveLock until commit).
+ */
 typedef struct ApplyTables
 {
 	ApplyTarget *target;
 	Relation	user_rel;
 	Relation	versions_rel;
+	Relation	versions_pk_rel;
 	Bitmapset  *user_key;
 	Bitmapset  *versions_key;
 	Oid			user_pk;
@@ -237,8 +245,13 @@ typedef struct ApplyTables
 	EState	   *estate;
 	ResultRelInfo *rris;		/* [0] the user table, [1] the version table */
 	bool		indexes_open;
+	bool		kept;			/* in kept_tables, closed when the transaction ends */
+	bool		stale;			/* a relcache invalidation named one of its tables: reopen */
+	/* the slots of one change, cleared after it */
+	TupleTableSlot *user_key_slot, *versions_key_slot, *user_found, *versions_found, *row, *version;
 	/* version table columns */
 	int			v_ms, v_counter, v_node, v_op, v_changed_at, v_prev_ms, v_prev_counter, v_prev_node, v_prev_op;
+	struct ApplyTables *next;
 } ApplyTables;
 
 /* The arriving change row, deformed, with the positions of its mm_* columns. */
@@ -252,17 +265,19 @@ typedef struct Change
 } Change;
 
 /*
- * Opens both tables and sets up an executor state for them. False (nothing
- * left open) when the native path cannot write this table pair: no primary
- * key, not a plain table, a version table of another layout.
+ * Opens both tables and sets up an executor state for them, allocated in
+ * `context`. NULL (nothing left open) when the native path cannot write this
+ * table pair: no primary key, not a plain table, a version table of another
+ * layout.
  */
-static bool
-open_tables(ApplyTarget *target, ApplyTables *t)
+static ApplyTables *
+open_tables(ApplyTarget *target, MemoryContext context)
 {
+	MemoryContext caller = MemoryContextSwitchTo(context);
+	ApplyTables *t = palloc0(sizeof(ApplyTables));
 	TupleDesc	versions_desc;
 	Relation	rels[2];
 
-	memset(t, 0, sizeof(*t));
 	t->target = target;
 	t->user_rel = table_open(target->user_relid, RowExclusiveLock);
 	t->versions_rel = table_open(target->versions_relid, RowExclusiveLock);
@@ -295,30 +310,49 @@ open_tables(ApplyTarget *target, ApplyTables *t)
 	{
 		table_close(t->versions_rel, NoLock);
 		table_close(t->user_rel, NoLock);
-		return false;
+		pfree(t);
+		MemoryContextSwitchTo(caller);
+		return NULL;
 	}
+	t->versions_pk_rel = index_open(t->versions_pk, RowExclusiveLock);
 	t->user_key = RelationGetIndexAttrBitmap(t->user_rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 	t->versions_key = RelationGetIndexAttrBitmap(t->versions_rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 
 	t->estate = CreateExecutorState();
 	rels[0] = t->user_rel;
 	rels[1] = t->versions_rel;
+	MemoryContextSwitchTo(t->estate->es_query_cxt);
 	mmlite_init_range_table(t->estate, rels, 2);
 	t->rris = palloc0(2 * sizeof(ResultRelInfo));
 	InitResultRelInfo(&t->rris[0], t->user_rel, 1, NULL, 0);
 	InitResultRelInfo(&t->rris[1], t->versions_rel, 2, NULL, 0);
 	mmlite_add_result_relations(t->estate, t->rris, 2);
-	t->estate->es_output_cid = GetCurrentCommandId(true);
-	return true;
+	t->user_key_slot = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	t->user_found = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	t->row = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	t->versions_key_slot = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	t->versions_found = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	t->version = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	MemoryContextSwitchTo(caller);
+	return t;
 }
 
-/* Indexes, for writing (speculative: their unique-check support too). */
+/*
+ * Indexes, for writing, opened with their unique-check support (what a
+ * speculative insertion needs; plain inserts and updates do not use it).
+ */
 static void
-open_indexes(ApplyTables *t, bool speculative)
+open_indexes(ApplyTables *t)
 {
-	ExecOpenIndices(&t->rris[0], speculative);
-	ExecOpenIndices(&t->rris[1], speculative);
+	MemoryContext caller;
+
+	if (t->indexes_open)
+		return;
+	caller = MemoryContextSwitchTo(t->estate->es_query_cxt);
+	ExecOpenIndices(&t->rris[0], true);
+	ExecOpenIndices(&t->rris[1], true);
 	t->indexes_open = true;
+	MemoryContextSwitchTo(caller);
 }
 
 static void
@@ -331,8 +365,112 @@ close_tables(ApplyTables *t)
 	}
 	ExecResetTupleTable(t->estate->es_tupleTable, false);
 	FreeExecutorState(t->estate);
+	index_close(t->versions_pk_rel, NoLock);
 	table_close(t->versions_rel, NoLock);
 	table_close(t->user_rel, NoLock);
+	pfree(t);
+}
+
+/*
+ * The tables kept open in the current top-level transaction (allocated in
+ * TopTransactionContext). Closed just before it commits or prepares; on
+ * abort the resource owner has released them and their memory is gone, so
+ * they are only forgotten. Inside a subtransaction (parallel apply's
+ * savepoints, 16+) nothing is kept: a subtransaction's abort would release
+ * what it opened under a kept set.
+ */
+static ApplyTables *kept_tables = NULL;
+static bool apply_callbacks_registered = false;
+
+static void
+close_kept_tables(void)
+{
+	while (kept_tables != NULL)
+	{
+		ApplyTables *t = kept_tables;
+
+		kept_tables = t->next;
+		close_tables(t);
+	}
+}
+
+static void
+apply_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			close_kept_tables();
+			break;
+		default:
+			kept_tables = NULL;
+			break;
+	}
+}
+
+/* A table changed (or everything, InvalidOid): reopen before the next change. */
+static void
+apply_relcache_callback(Datum arg, Oid relid)
+{
+	for (ApplyTables *t = kept_tables; t != NULL; t = t->next)
+		if (!OidIsValid(relid) || relid == t->target->user_relid || relid == t->target->versions_relid)
+			t->stale = true;
+}
+
+/* The open tables for target's change: kept ones at top level, else fresh (release_tables closes them). */
+static ApplyTables *
+tables_for(ApplyTarget *target)
+{
+	ApplyTables **link;
+	ApplyTables *t;
+
+	if (GetCurrentTransactionNestLevel() != 1)
+		return open_tables(target, CurrentMemoryContext);
+	if (!apply_callbacks_registered)
+	{
+		RegisterXactCallback(apply_xact_callback, NULL);
+		CacheRegisterRelcacheCallback(apply_relcache_callback, (Datum) 0);
+		apply_callbacks_registered = true;
+	}
+	for (link = &kept_tables; *link != NULL; link = &(*link)->next)
+	{
+		t = *link;
+		if (t->target != target)
+			continue;
+		if (!t->stale)
+			return t;
+		*link = t->next;
+		close_tables(t);
+		break;
+	}
+	t = open_tables(target, TopTransactionContext);
+	if (t != NULL)
+	{
+		t->kept = true;
+		t->next = kept_tables;
+		kept_tables = t;
+	}
+	return t;
+}
+
+/* After a change: slots cleared (no buffer pins held between changes), fresh tables closed. */
+static void
+release_tables(ApplyTables *t)
+{
+	if (!t->kept)
+	{
+		close_tables(t);
+		return;
+	}
+	ExecClearTuple(t->user_key_slot);
+	ExecClearTuple(t->user_found);
+	ExecClearTuple(t->row);
+	ExecClearTuple(t->versions_key_slot);
+	ExecClearTuple(t->versions_found);
+	ExecClearTuple(t->version);
+	ResetPerTupleExprContext(t->estate);
 }
 
 /*
@@ -344,7 +482,7 @@ static TupleTableSlot *
 version_slot(ApplyTables *t, const Change *c, TupleTableSlot *replaced, TupleTableSlot *key)
 {
 	TupleDesc	desc = RelationGetDescr(t->versions_rel);
-	TupleTableSlot *slot = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	TupleTableSlot *slot = t->version;
 	TupleTableSlot *from = replaced != NULL ? replaced : key;
 
 	ExecClearTuple(slot);
@@ -385,7 +523,7 @@ static bool
 row_slot(ApplyTables *t, const Change *c, TupleTableSlot *base, TupleTableSlot **out)
 {
 	TupleDesc	desc = RelationGetDescr(t->user_rel);
-	TupleTableSlot *slot = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
+	TupleTableSlot *slot = t->row;
 	int		   *hint = hints_for(&t->target->user_from_change, desc->natts);
 	bool		ok = true;
 
@@ -479,7 +617,7 @@ apply_insert(ApplyTables *t, const Change *c, TupleTableSlot *versions_key)
 	if (!row_slot(t, c, NULL, &row))
 		return false;
 	version = version_slot(t, c, NULL, versions_key);
-	open_indexes(t, true);
+	open_indexes(t);
 
 	xid = GetCurrentTransactionId();
 	token = SpeculativeInsertionLockAcquire(xid);
@@ -522,7 +660,7 @@ typedef enum VersionLookup
 static VersionLookup
 find_version(ApplyTables *t, TupleTableSlot *key, TupleTableSlot *out)
 {
-	Relation	index = index_open(t->versions_pk, RowExclusiveLock);
+	Relation	index = t->versions_pk_rel;
 	int			nkeys = IndexRelationGetNumberOfKeyAttributes(index);
 	FmgrInfo   *equality = t->target->equality;
 	ScanKeyData scankeys[INDEX_MAX_KEYS];
@@ -553,7 +691,6 @@ find_version(ApplyTables *t, TupleTableSlot *key, TupleTableSlot *out)
 		}
 	}
 	index_endscan(scan);
-	index_close(index, NoLock);
 	return result;
 }
 
@@ -566,8 +703,8 @@ find_version(ApplyTables *t, TupleTableSlot *key, TupleTableSlot *out)
 static bool
 apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key, TupleTableSlot *versions_key)
 {
-	TupleTableSlot *user_found = table_slot_create(t->user_rel, &t->estate->es_tupleTable);
-	TupleTableSlot *versions_found = table_slot_create(t->versions_rel, &t->estate->es_tupleTable);
+	TupleTableSlot *user_found = t->user_found;
+	TupleTableSlot *versions_found = t->versions_found;
 	TupleTableSlot *version;
 	TupleTableSlot *row = NULL;
 	EPQState	epq;
@@ -606,7 +743,7 @@ apply_update_or_delete(ApplyTables *t, const Change *c, TupleTableSlot *user_key
 		return false;
 
 	version = version_slot(t, c, version_found ? versions_found : NULL, versions_key);
-	open_indexes(t, false);
+	open_indexes(t);
 	mmlite_epq_init(&epq, t->estate);
 	AfterTriggerBeginQuery();
 	if (version_found)
@@ -628,7 +765,7 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	ApplyTarget *target;
 	Change		c;
-	ApplyTables t;
+	ApplyTables *t;
 	TupleTableSlot *user_key;
 	TupleTableSlot *versions_key;
 	bool		keys_ok = true;
@@ -672,18 +809,20 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 		PG_RETURN_POINTER(NULL);
 	c.op = op_code(c.values[c.op_column]);
 	/* An op this build does not know (a newer change table): SQL decides. */
-	if (c.op == 0 || !open_tables(target, &t))
+	if (c.op == 0 || (t = tables_for(target)) == NULL)
 		return mmlite_call_trigger_function(&target->fallback, fcinfo);
+	/* The apply worker counts commands up between changes. */
+	t->estate->es_output_cid = GetCurrentCommandId(true);
 
-	user_key = key_slot(t.estate, t.user_rel, t.user_key, c.desc, c.values, c.nulls, &target->user_from_change, &keys_ok);
-	versions_key = key_slot(t.estate, t.versions_rel, t.versions_key, c.desc, c.values, c.nulls, &target->versions_from_change, &keys_ok);
+	user_key = key_slot(t->user_key_slot, t->user_rel, t->user_key, c.desc, c.values, c.nulls, &target->user_from_change, &keys_ok);
+	versions_key = key_slot(t->versions_key_slot, t->versions_rel, t->versions_key, c.desc, c.values, c.nulls, &target->versions_from_change, &keys_ok);
 	if (!keys_ok)
 		applied = false;
 	else if (c.op == MMLITE_OP_INSERT)
-		applied = apply_insert(&t, &c, versions_key);
+		applied = apply_insert(t, &c, versions_key);
 	else
-		applied = apply_update_or_delete(&t, &c, user_key, versions_key);
-	close_tables(&t);
+		applied = apply_update_or_delete(t, &c, user_key, versions_key);
+	release_tables(t);
 	if (!applied)
 		return mmlite_call_trigger_function(&target->fallback, fcinfo);
 	PG_RETURN_POINTER(NULL);
