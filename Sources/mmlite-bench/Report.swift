@@ -85,6 +85,12 @@ struct Report {
     var conflictLocalVsPlain: Stat { pairedConflict { run in run.localTPS[.native].flatMap { native in run.localTPS[.plain].map { native / $0 } } } }
     /// mmlite's last-update-wins apply throughput / pglogical's: pglogical time / native time, per run.
     var conflictApplyVsPglogicalLWW: Stat { pairedConflict { run in run.applySeconds[.pglogicalLWW].flatMap { pgl in run.applySeconds[.native].map { pgl / $0 } } } }
+    /// CPU seconds of the apply worker (or walsender) per mode, over the runs that measured it.
+    func conflictCPU(_ mode: ConflictMode, _ value: (ConflictRun) -> [ConflictMode: Double]?) -> Stat {
+        Stat(results.conflicts.compactMap { value($0)?[mode] })
+    }
+    /// The apply worker's CPU for the backlog: plain's / native's, per run (higher is better, like the throughput ratio).
+    var conflictApplyCPUVsPlain: Stat { pairedConflict { run in run.applyCPUSeconds?[.plain].flatMap { plain in run.applyCPUSeconds?[.native].map { plain / $0 } } } }
     func median(_ stat: Stat) -> Double? { stat.isEmpty ? nil : stat.median }
 
     func pairedBulk(_ value: (BulkRun) -> Double?) -> Stat { Stat(results.bulk.compactMap(value).filter(\.isFinite)) }
@@ -92,6 +98,8 @@ struct Report {
     var conflictBulkLocalVsPlain: Stat { pairedBulk { run in run.localSeconds[.plain].flatMap { plain in run.localSeconds[.native].map { plain / $0 } } } }
     var conflictBulkApplyVsPlain: Stat { pairedBulk { run in run.applySeconds[.plain].flatMap { plain in run.applySeconds[.native].map { plain / $0 } } } }
     func bulkStat(_ mode: ConflictMode, _ value: (BulkRun) -> [ConflictMode: Double]) -> Stat { Stat(results.bulk.compactMap { value($0)[mode] }) }
+    func bulkCPU(_ mode: ConflictMode, _ value: (BulkRun) -> [ConflictMode: Double]?) -> Stat { Stat(results.bulk.compactMap { value($0)?[mode] }) }
+    var conflictBulkApplyCPUVsPlain: Stat { pairedBulk { run in run.applyCPUSeconds?[.plain].flatMap { plain in run.applyCPUSeconds?[.native].map { plain / $0 } } } }
 
     func conflictOverhead(_ mode: ConflictMode) -> Double? {
         guard !results.conflicts.isEmpty else { return nil }
@@ -119,6 +127,8 @@ struct Report {
         add("conflict_apply_vs_pglogical_lww", median(conflictApplyVsPglogicalLWW))
         add("conflict_bulk_local_vs_plain", median(conflictBulkLocalVsPlain))
         add("conflict_bulk_apply_vs_plain", median(conflictBulkApplyVsPlain))
+        add("conflict_apply_cpu_vs_plain", median(conflictApplyCPUVsPlain))
+        add("conflict_bulk_apply_cpu_vs_plain", median(conflictBulkApplyCPUVsPlain))
         return lines
     }
 
@@ -179,6 +189,10 @@ struct Report {
                         value: median(conflictBulkLocalVsPlain).map { fmt($0, 3) } ?? bulkMissing, target: "≥ 0.5", met: verdict(median(conflictBulkLocalVsPlain).map { $0 >= 0.5 })))
         rows.append(Row(key: "conflict_bulk_apply_vs_plain", what: "the same statement applied on n2 (backlog, slots settled): plain time / opted-in time, median of the per-run ratios",
                         value: median(conflictBulkApplyVsPlain).map { fmt($0, 3) } ?? bulkMissing, target: "≥ 0.5", met: verdict(median(conflictBulkApplyVsPlain).map { $0 >= 0.5 })))
+        rows.append(Row(key: "conflict_apply_cpu_vs_plain", what: "CPU of n2's apply worker for the backlog, plain / last-update-wins (native apply), median of the per-run ratios (less noisy than wall time on a shared machine)",
+                        value: median(conflictApplyCPUVsPlain).map { fmt($0, 3) } ?? conflictsMissing, target: "—", met: "—"))
+        rows.append(Row(key: "conflict_bulk_apply_cpu_vs_plain", what: "the same for the bulk statement's apply",
+                        value: median(conflictBulkApplyCPUVsPlain).map { fmt($0, 3) } ?? bulkMissing, target: "—", met: "—"))
         return rows
     }
 
@@ -291,10 +305,12 @@ struct Report {
             out.append("| backlog apply time (s) | \(mmm(conflictApply(.plain))) | \(mmm(conflictApply(.native))) | \(mmm(conflictApply(.sql))) | \(mmm(conflictApply(.pglogicalLWW))) |")
             out.append("| apply throughput vs plain (medians) | 1× | \(fmt(plainApply / conflictApply(.native).median, 3))× | \(fmt(plainApply / conflictApply(.sql).median, 3))× | \(fmt(plainApply / conflictApply(.pglogicalLWW).median, 3))× |")
             out.append("| apply throughput vs plain (per run) | 1× | \(mmm(conflictApplyVsPlain, 3) { fmt($0, 3) }) | \(mmm(pairedConflict { run in run.applySeconds[.plain].flatMap { p in run.applySeconds[.sql].map { p / $0 } } }, 3) { fmt($0, 3) }) | \(mmm(pairedConflict { run in run.applySeconds[.plain].flatMap { p in run.applySeconds[.pglogicalLWW].map { p / $0 } } }, 3) { fmt($0, 3) }) |")
+            out.append("| backlog: n2's apply worker CPU (s) | \(mmm(conflictCPU(.plain, \.applyCPUSeconds))) | \(mmm(conflictCPU(.native, \.applyCPUSeconds))) | \(mmm(conflictCPU(.sql, \.applyCPUSeconds))) | \(mmm(conflictCPU(.pglogicalLWW, \.applyCPUSeconds))) |")
+            out.append("| backlog: n1's walsender CPU (s) | \(mmm(conflictCPU(.plain, \.senderCPUSeconds))) | \(mmm(conflictCPU(.native, \.senderCPUSeconds))) | \(mmm(conflictCPU(.sql, \.senderCPUSeconds))) | \(mmm(conflictCPU(.pglogicalLWW, \.senderCPUSeconds))) |")
             out.append("| local TPS (n1) | \(mmm(conflictLocal(.plain)) { fmt($0, 0) }) | \(mmm(conflictLocal(.native)) { fmt($0, 0) }) | \(mmm(conflictLocal(.sql)) { fmt($0, 0) }) | \(mmm(conflictLocal(.pglogicalLWW)) { fmt($0, 0) }) |")
             out.append("| local TPS vs plain (medians) | 1× | \(fmt(conflictLocal(.native).median / plainLocal, 3))× | \(fmt(conflictLocal(.sql).median / plainLocal, 3))× | \(fmt(conflictLocal(.pglogicalLWW).median / plainLocal, 3))× |")
             out.append("")
-            out.append("\(runs.count) run(s) of \(results.parameters["conflict transactions"] ?? "?") transactions (one UPDATE of an existing row, one INSERT of a new key); the mode order rotates between runs. Local writes are captured by the native trigger in the native mode and by the plpgsql function in the SQL mode (docs/conflicts.md, Native capture). pglogical: 2-node bidirectional (`forward_origins := '{}'`), `pglogical.conflict_resolution = last_update_wins`, `track_commit_timestamp = on`, other settings default (conflicts are logged at `LOG`)\(results.skipped["conflicts_pglogical"].map { "; **not run**: \($0)" } ?? "").")
+            out.append("\(runs.count) run(s) of \(results.parameters["conflict transactions"] ?? "?") transactions (one UPDATE of an existing row, one INSERT of a new key); the mode order rotates between runs. Local writes are captured by the native trigger in the native mode and by the plpgsql function in the SQL mode (docs/conflicts.md, Native capture). pglogical: 2-node bidirectional (`forward_origins := '{}'`), `pglogical.conflict_resolution = last_update_wins`, `track_commit_timestamp = on`, other settings default (conflicts are logged at `LOG`)\(results.skipped["conflicts_pglogical"].map { "; **not run**: \($0)" } ?? ""). CPU: user + system time of n2's apply worker and n1's walsender, both started when the subscription was enabled, read from `/proc` when the marker arrived.")
             out.append("")
             out.append("Content equal in every run: \(runs.allSatisfy(\.contentEqual) ? "yes" : "**no**").")
         }
@@ -309,8 +325,10 @@ struct Report {
             out.append("|---|---|---|---|")
             out.append("| `UPDATE bulk_t SET v = v + 1, at = now()` on n1 (s) | \(mmm(bulkStat(.plain, \.localSeconds))) | \(mmm(bulkStat(.native, \.localSeconds))) | \(mmm(conflictBulkLocalVsPlain, 3) { fmt($0, 3) }) |")
             out.append("| applied on n2 (s) | \(mmm(bulkStat(.plain, \.applySeconds))) | \(mmm(bulkStat(.native, \.applySeconds))) | \(mmm(conflictBulkApplyVsPlain, 3) { fmt($0, 3) }) |")
+            out.append("| n2's apply worker CPU (s) | \(mmm(bulkCPU(.plain, \.applyCPUSeconds))) | \(mmm(bulkCPU(.native, \.applyCPUSeconds))) | \(mmm(conflictBulkApplyCPUVsPlain, 3) { fmt($0, 3) }) |")
+            out.append("| n1's walsender CPU (s) | \(mmm(bulkCPU(.plain, \.senderCPUSeconds))) | \(mmm(bulkCPU(.native, \.senderCPUSeconds))) | |")
             out.append("")
-            out.append("\(results.bulk.count) run(s) on the same two 2-node meshes (\(results.parameters["bulk rows"] ?? "?") rows preloaded alike on both nodes; order alternating; `VACUUM bulk_t` on every node before each run). n2's subscription from n1 is disabled (slots settled first) while the statement runs, then enabled: apply time is from enabling until a marker written after the statement arrives.")
+            out.append("\(results.bulk.count) run(s) on the same two 2-node meshes (\(results.parameters["bulk rows"] ?? "?") rows preloaded alike on both nodes; order alternating; `VACUUM bulk_t` on every node before each run). n2's subscription from n1 is disabled (slots settled first) while the statement runs, then enabled: apply time is from enabling until a marker written after the statement arrives; CPU as in section 4.")
             out.append("")
             out.append("Content equal in every run: \(results.bulk.allSatisfy(\.contentEqual) ? "yes" : "**no**").")
         }

@@ -20,6 +20,25 @@ func timed(_ body: () throws -> Void) rethrows -> Double {
     return monotonicSeconds() - start
 }
 
+/// CPU seconds (user + system) a process has used so far, from
+/// /proc/PID/stat; nil when it cannot be read (the process ended, not Linux).
+func processCPUSeconds(_ pid: Int) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    // After "pid (comm)": field 3 (state) onwards; utime and stime are fields 14 and 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// CPU seconds used so far by the server processes a query on `node` names
+/// (one `pid` column), summed; nil when it names none.
+func serverCPUSeconds(_ node: Cluster, pids sql: String) throws -> Double? {
+    let listed = (try node.scalar("SELECT string_agg(pid::text, ' ') FROM (\(sql)) p") ?? "").split(separator: " ").compactMap { Int($0) }
+    let seconds = listed.compactMap(processCPUSeconds)
+    return seconds.isEmpty ? nil : seconds.reduce(0, +)
+}
+
 func sleepSeconds(_ seconds: Double) {
     if seconds > 0 { usleep(UInt32(seconds * 1_000_000)) }
 }

@@ -153,7 +153,24 @@ struct ConflictRun: Codable {
     var applySeconds: [ConflictMode: Double]
     /// Local pgbench TPS on the publisher, per mode.
     var localTPS: [ConflictMode: Double]
+    /// CPU seconds of n2's apply worker and of n1's walsender, both started
+    /// for the backlog (the subscription was disabled), when it was applied.
+    var applyCPUSeconds: [ConflictMode: Double]? = nil
+    var senderCPUSeconds: [ConflictMode: Double]? = nil
     var contentEqual: Bool
+}
+
+/// The processes that apply and send a backlog, for their CPU time
+/// (ConflictRun.applyCPUSeconds): n2's apply workers (PostgreSQL's or
+/// pglogical's), n1's walsenders.
+enum BacklogProcesses {
+    static let applyWorkers = "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type IN ('logical replication worker', 'logical replication apply worker') OR backend_type LIKE 'pglogical apply%'"
+    static let walsenders = "SELECT pid FROM pg_catalog.pg_stat_replication"
+
+    /// (apply worker CPU s on n2, walsender CPU s on n1).
+    static func cpuSeconds(_ nodes: [Cluster]) throws -> (apply: Double?, sender: Double?) {
+        (try serverCPUSeconds(nodes[1], pids: applyWorkers), try serverCPUSeconds(nodes[0], pids: walsenders))
+    }
 }
 
 struct ConflictScenario {
@@ -236,6 +253,7 @@ struct ConflictScenario {
     /// timed until n1's marker arrives on n2.
     func run(number: Int) throws -> ConflictRun {
         var apply: [ConflictMode: Double] = [:], local: [ConflictMode: Double] = [:]
+        var applyCPU: [ConflictMode: Double] = [:], senderCPU: [ConflictMode: Double] = [:]
         var equal = true
         let modes = number < sqlRuns ? self.modes : self.modes.filter { $0 != .sql }
         for offset in 0..<modes.count {
@@ -275,11 +293,12 @@ struct ConflictScenario {
             }
             guard arrived else { throw BenchError("conflicts: backlog not applied on n2 within 900 s") }
             apply[mode] = monotonicSeconds() - start
+            (applyCPU[mode], senderCPU[mode]) = try BacklogProcesses.cpuSeconds(nodes)
             let fingerprints = try nodes.map { try $0.fingerprint(of: "bench_t") }
             equal = equal && Set(fingerprints).count == 1
-            say("conflicts: run \(number) \(mode.description): local \(fmt(local[mode] ?? .nan, 0)) tps, backlog of \(perClient * mesh.clients) txns applied in \(fmt(apply[mode] ?? .nan, 2)) s (\(fmt(Double(perClient * mesh.clients) / (apply[mode] ?? .nan), 0)) txn/s), equal \(Set(fingerprints).count == 1)")
+            say("conflicts: run \(number) \(mode.description): local \(fmt(local[mode] ?? .nan, 0)) tps, backlog of \(perClient * mesh.clients) txns applied in \(fmt(apply[mode] ?? .nan, 2)) s (\(fmt(Double(perClient * mesh.clients) / (apply[mode] ?? .nan), 0)) txn/s; CPU: apply worker \(fmt(applyCPU[mode] ?? .nan, 2)) s, walsender \(fmt(senderCPU[mode] ?? .nan, 2)) s), equal \(Set(fingerprints).count == 1)")
         }
-        return ConflictRun(applySeconds: apply, localTPS: local, contentEqual: equal)
+        return ConflictRun(applySeconds: apply, localTPS: local, applyCPUSeconds: applyCPU, senderCPUSeconds: senderCPU, contentEqual: equal)
     }
 }
 
@@ -291,6 +310,9 @@ struct BulkRun: Codable {
     /// Seconds until n2 has applied it (its subscription enabled after the
     /// statement committed, slots settled before), per mode.
     var applySeconds: [ConflictMode: Double]
+    /// As ConflictRun's: n2's apply worker and n1's walsender, CPU seconds.
+    var applyCPUSeconds: [ConflictMode: Double]? = nil
+    var senderCPUSeconds: [ConflictMode: Double]? = nil
     var contentEqual: Bool
 }
 
@@ -327,6 +349,7 @@ struct BulkScenario {
         var results: [BulkRun] = []
         for run in 0..<runs {
             var local: [ConflictMode: Double] = [:], apply: [ConflictMode: Double] = [:]
+            var applyCPU: [ConflictMode: Double] = [:], senderCPU: [ConflictMode: Double] = [:]
             var equal = true
             for (_, nodes) in meshes.values { for node in nodes { try node.execute("VACUUM bulk_t") } }
             for offset in 0..<modes.count {
@@ -344,11 +367,12 @@ struct BulkScenario {
                 }
                 guard arrived else { throw BenchError("bulk: the update was not applied on n2 within 900 s") }
                 apply[mode] = monotonicSeconds() - start
+                (applyCPU[mode], senderCPU[mode]) = try BacklogProcesses.cpuSeconds(nodes)
                 let fingerprints = try nodes.map { try $0.fingerprint(of: "bulk_t") }
                 equal = equal && Set(fingerprints).count == 1
-                say("bulk: run \(run + 1) \(mode.description): UPDATE of \(rows) rows \(fmt(local[mode] ?? .nan, 2)) s on n1, applied on n2 in \(fmt(apply[mode] ?? .nan, 2)) s, equal \(Set(fingerprints).count == 1)")
+                say("bulk: run \(run + 1) \(mode.description): UPDATE of \(rows) rows \(fmt(local[mode] ?? .nan, 2)) s on n1, applied on n2 in \(fmt(apply[mode] ?? .nan, 2)) s (CPU: apply worker \(fmt(applyCPU[mode] ?? .nan, 2)) s, walsender \(fmt(senderCPU[mode] ?? .nan, 2)) s), equal \(Set(fingerprints).count == 1)")
             }
-            results.append(BulkRun(localSeconds: local, applySeconds: apply, contentEqual: equal))
+            results.append(BulkRun(localSeconds: local, applySeconds: apply, applyCPUSeconds: applyCPU, senderCPUSeconds: senderCPU, contentEqual: equal))
         }
         return results
     }
