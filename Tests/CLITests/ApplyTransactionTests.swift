@@ -66,4 +66,26 @@ struct ApplyTransactionTests {
         let leaks = mesh.clusters.flatMap { $0.serverLog().split(separator: "\n").filter { $0.contains("leak") } }
         #expect(leaks.isEmpty, "\(leaks)")
     }
+
+    @Test("a session that fires the apply trigger itself (session_replication_role = replica) over several statements commits cleanly: only apply workers keep the tables open (a session's statements own what they open)",
+          arguments: conflictInstallations)
+    func session(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh.conflictMesh(installation: pg)
+        #expect(try mesh.applyTriggerFunction(1) == "mmlite.apply_change")
+        let session = try mesh[1].connect()
+        defer { session.close() }
+        try session.execute("BEGIN; SET LOCAL session_replication_role = replica")
+        for id in [77, 78] {
+            try session.execute("""
+                INSERT INTO mmlite."public.accounts$changes" (mm_node, mm_op, mm_v_ms, mm_v_counter, id, owner, balance)
+                VALUES ('elsewhere', 'insert', 1, 0, \(id), 'by hand', \(id))
+                """)
+        }
+        var committed = true
+        do { try session.execute("COMMIT") } catch { committed = false; Issue.record("\(error)") }
+        #expect(committed)
+        #expect(try mesh.rows(1, where: "id IN (77, 78)") == "77:by hand:77,78:by hand:78")
+        let leaks = mesh[1].serverLog().split(separator: "\n").filter { $0.contains("leak") }
+        #expect(leaks.isEmpty, "\(leaks)")
+    }
 }

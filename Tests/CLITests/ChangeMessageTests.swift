@@ -16,7 +16,7 @@ struct ChangeMessageTests {
     /// A walsender's plugin is looked up on `dynamic_library_path`, the
     /// triggers' functions in `$libdir`: a node with an old build first on
     /// the path decodes with it and captures with the current one.
-    @Test("a walsender with an mmlite.so from before change messages gets change rows; once it runs the current build, messages; a slot of another plugin gets rows again; a large transaction spilled and streamed",
+    @Test("a walsender with an mmlite.so from before change messages gets change rows; once it runs the current build, messages; messages forged by a role with only LOGIN are skipped; a slot of another plugin gets rows again; a large transaction spilled and streamed",
           arguments: changeMessageInstallations)
     func decoders(_ pg: PGInstallation) throws {
         let work = NSTemporaryDirectory() + "mmlite-old-plugin-\(getpid())-\(pg.major)"

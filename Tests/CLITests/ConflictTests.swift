@@ -356,25 +356,17 @@ struct ConflictTests {
         let pruner = try mesh[1].connect()
         defer { pruner.close() }
         try pruner.execute("BEGIN; SELECT FROM mmlite.\"public.accounts$versions\" WHERE id = 30 AND op = 'delete' FOR UPDATE")
-        let writer = Unchecked(try mesh[1].connect())
-        let finished = DispatchSemaphore(value: 0)
-        let failures = Unchecked(Counter())
-        let thread = Thread {
-            if (try? writer.value.execute("INSERT INTO public.accounts VALUES (30, 'again', 2)")) == nil { failures.value.count += 1 }
-            finished.signal()
-        }
-        thread.start()
+        let insert = BackgroundStatement(try mesh[1].connect(), "INSERT INTO public.accounts VALUES (30, 'again', 2)")
         let waiting = waitUntil(timeout: 30) {
             try mesh[1].scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO public.accounts%'") == "1"
         }
         #expect(waiting, "the insert waits for the tombstone's lock")
         try pruner.execute("DELETE FROM mmlite.\"public.accounts$versions\" WHERE id = 30 AND op = 'delete'; COMMIT")
-        #expect(finished.wait(timeout: .now() + 30) == .success)
-        #expect(failures.value.count == 0, "the insert commits")
+        #expect(insert.wait())
+        #expect(insert.succeeded, "the insert commits")
         #expect(try mesh[1].scalar("SELECT op || ':' || (prev_op IS NULL)::text FROM mmlite.\"public.accounts$versions\" WHERE id = 30") == "insert:true",
                 "a new version row: the tombstone was pruned first")
         mesh.expectEverywhere("30:again:2", where: "id = 30")
-        writer.value.close()
     }
 
     @Test("an arriving insert of a key a local statement is inserting waits for it (no duplicate-key error), then resolves like any insert/insert", arguments: conflictCases)
@@ -395,14 +387,7 @@ struct ConflictTests {
         try gate.execute("SELECT pg_advisory_lock(4242)")
         try mesh.setLink(from: 1, to: 2, false)
         try mesh[1].execute("INSERT INTO public.accounts VALUES (20, 'from n1', 1)")
-        let local = Unchecked(try mesh[2].connect())
-        let finished = DispatchSemaphore(value: 0)
-        let failure = Unchecked(Counter())
-        let thread = Thread {
-            if (try? local.value.execute("INSERT INTO public.accounts VALUES (20, 'held', 2)")) == nil { failure.value.count += 1 }
-            finished.signal()
-        }
-        thread.start()
+        let insert = BackgroundStatement(try mesh[2].connect(), "INSERT INTO public.accounts VALUES (20, 'held', 2)")
         let held = waitUntil(timeout: 30) {
             try mesh[2].scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'") == "1"
         }
@@ -415,8 +400,8 @@ struct ConflictTests {
         }
         #expect(waiting, "n2's apply worker waits for the local insert of key 20")
         try gate.execute("SELECT pg_advisory_unlock(4242)")
-        finished.wait()
-        #expect(failure.value.count == 0, "the local insert commits")
+        #expect(insert.wait())
+        #expect(insert.succeeded, "the local insert commits")
         // n2 wrote later: its row wins everywhere; each side logged the insert/insert once.
         mesh.expectEverywhere("20:held:2", where: "id = 20")
         #expect(mesh.quiesce())
@@ -556,7 +541,27 @@ final class WriterResults<R>: @unchecked Sendable {
     var failures = 0
 }
 
-final class Counter { var count = 0 }
+/// One statement run on its own thread, for a writer the test holds at a
+/// lock: `wait` until it finished, then `succeeded`. It takes the connection
+/// and closes it when the statement ends (also after a test gave up waiting).
+final class BackgroundStatement: @unchecked Sendable {
+    private let finished = DispatchSemaphore(value: 0)
+    private(set) var succeeded = false
+
+    init(_ connection: PGConnection, _ sql: String) {
+        let connection = Unchecked(connection)
+        let thread = Thread { [self] in
+            succeeded = (try? connection.value.execute(sql)) != nil
+            connection.value.close()
+            finished.signal()
+        }
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+
+    /// Whether it finished within `timeout` seconds.
+    func wait(timeout: Double = 30) -> Bool { finished.wait(timeout: .now() + timeout) == .success }
+}
 
 /// A small seeded generator (SplitMix64): the same seed, the same writes.
 struct SplitMix64 {

@@ -79,7 +79,7 @@ typedef struct ColumnHints
 	int			count;
 } ColumnHints;
 
-/* The change table's mm_* columns, and the version table's columns, in this order (mmlite_contract.h). */
+/* The change table's mm_* columns and the version table's columns (mmlite_contract.h: MMLITE_C_*, MMLITE_V_* are their positions). */
 static const char *const change_meta_names[] = MMLITE_CHANGE_COLUMNS;
 static const char *const versions_meta_names[] = MMLITE_VERSION_COLUMNS;
 
@@ -292,15 +292,15 @@ open_tables(ApplyTarget *target, MemoryContext context)
 
 		for (int i = 0; i < (int) lengthof(versions_meta_names); i++)
 			at[i] = column_at(versions_desc, versions_meta_names[i], &hint[i]);
-		t->v_ms = at[0];
-		t->v_counter = at[1];
-		t->v_node = at[2];
-		t->v_op = at[3];
-		t->v_changed_at = at[4];
-		t->v_prev_ms = at[5];
-		t->v_prev_counter = at[6];
-		t->v_prev_node = at[7];
-		t->v_prev_op = at[8];
+		t->v_ms = at[MMLITE_V_MS];
+		t->v_counter = at[MMLITE_V_COUNTER];
+		t->v_node = at[MMLITE_V_NODE];
+		t->v_op = at[MMLITE_V_OP];
+		t->v_changed_at = at[MMLITE_V_CHANGED_AT];
+		t->v_prev_ms = at[MMLITE_V_PREV_MS];
+		t->v_prev_counter = at[MMLITE_V_PREV_COUNTER];
+		t->v_prev_node = at[MMLITE_V_PREV_NODE];
+		t->v_prev_op = at[MMLITE_V_PREV_OP];
 	}
 	if (!OidIsValid(t->user_pk) || !OidIsValid(t->versions_pk) ||
 		t->user_rel->rd_rel->relkind != RELKIND_RELATION ||
@@ -375,9 +375,13 @@ close_tables(ApplyTables *t)
  * The tables kept open in the current top-level transaction (allocated in
  * TopTransactionContext). Closed just before it commits or prepares; on
  * abort the resource owner has released them and their memory is gone, so
- * they are only forgotten. Inside a subtransaction (parallel apply's
- * savepoints, 16+) nothing is kept: a subtransaction's abort would release
- * what it opened under a kept set.
+ * they are only forgotten. Kept only in background workers (the apply
+ * workers run a remote transaction without portals, under the transaction's
+ * resource owner): in a session that fires the trigger itself
+ * (session_replication_role = replica) each statement's portal owns what it
+ * opens and releases it when the statement ends. Inside
+ * a subtransaction (parallel apply's savepoints, 16+) nothing is kept: a
+ * subtransaction's abort would release what it opened under a kept set.
  */
 static ApplyTables *kept_tables = NULL;
 static bool apply_callbacks_registered = false;
@@ -426,7 +430,7 @@ tables_for(ApplyTarget *target)
 	ApplyTables **link;
 	ApplyTables *t;
 
-	if (GetCurrentTransactionNestLevel() != 1)
+	if (!mmlite_is_background_worker() || GetCurrentTransactionNestLevel() != 1)
 		return open_tables(target, CurrentMemoryContext);
 	if (!apply_callbacks_registered)
 	{
@@ -792,13 +796,13 @@ mmlite_apply_change(PG_FUNCTION_ARGS)
 
 		for (int i = 0; i < (int) lengthof(change_meta_names); i++)
 			at[i] = column_at(c.desc, change_meta_names[i], &hint[i]);
-		c.node = at[0];
-		c.op_column = at[1];
-		c.v_ms = at[2];
-		c.v_counter = at[3];
-		c.prev_ms = at[4];
-		c.prev_counter = at[5];
-		c.prev_node = at[6];
+		c.node = at[MMLITE_C_NODE];
+		c.op_column = at[MMLITE_C_OP];
+		c.v_ms = at[MMLITE_C_V_MS];
+		c.v_counter = at[MMLITE_C_V_COUNTER];
+		c.prev_ms = at[MMLITE_C_PREV_MS];
+		c.prev_counter = at[MMLITE_C_PREV_COUNTER];
+		c.prev_node = at[MMLITE_C_PREV_NODE];
 	}
 	if (c.node < 0 || c.op_column < 0 || c.v_ms < 0 || c.v_counter < 0 || c.prev_ms < 0 ||
 		c.prev_counter < 0 || c.prev_node < 0 || c.nulls[c.node] || c.nulls[c.op_column] ||

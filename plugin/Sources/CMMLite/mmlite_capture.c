@@ -160,15 +160,6 @@ typedef struct Capture
 	bool		messages;		/* change rows go as change messages, not into the change table */
 } Capture;
 
-/* Indexes in versions_meta_names / change_meta_names (mmlite_contract.h). */
-enum
-{
-	V_MS, V_COUNTER, V_NODE, V_OP, V_CHANGED_AT, V_PREV_MS, V_PREV_COUNTER, V_PREV_NODE, V_PREV_OP
-};
-enum
-{
-	C_NODE, C_OP, C_V_MS, C_V_COUNTER, C_PREV_MS, C_PREV_COUNTER, C_PREV_NODE
-};
 
 /*
  * True when the user table's writable columns are exactly the ones the
@@ -505,7 +496,7 @@ capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int6
 	 * prune in progress) so that it cannot go between this read and the
 	 * update; gone, the key gets a new version row.
 	 */
-	if (replaces && (found->tts_isnull[k->v[V_OP]] || mmlite_text_equals(found->tts_values[k->v[V_OP]], MMLITE_OP_DELETE_NAME)))
+	if (replaces && (found->tts_isnull[k->v[MMLITE_V_OP]] || mmlite_text_equals(found->tts_values[k->v[MMLITE_V_OP]], MMLITE_OP_DELETE_NAME)))
 	{
 		TupleTableSlot *key = table_slot_create(k->versions_rel, &k->estate->es_tupleTable);
 
@@ -522,13 +513,13 @@ capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int6
 		if (replaces)
 			slot_getallattrs(found);
 	}
-	if (replaces && (found->tts_isnull[k->v[V_MS]] || found->tts_isnull[k->v[V_COUNTER]]))
+	if (replaces && (found->tts_isnull[k->v[MMLITE_V_MS]] || found->tts_isnull[k->v[MMLITE_V_COUNTER]]))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("mmlite: a version row of \"%s\" has no version", RelationGetRelationName(k->versions_rel))));
 	if (!mmlite_swift_next_version(now_ms, replaces,
-								   replaces ? DatumGetInt64(found->tts_values[k->v[V_MS]]) : 0,
-								   replaces ? DatumGetInt32(found->tts_values[k->v[V_COUNTER]]) : 0,
+								   replaces ? DatumGetInt64(found->tts_values[k->v[MMLITE_V_MS]]) : 0,
+								   replaces ? DatumGetInt32(found->tts_values[k->v[MMLITE_V_COUNTER]]) : 0,
 								   &ms, &counter))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
@@ -541,14 +532,14 @@ capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int6
 	{
 		memcpy(version->tts_values, found->tts_values, versions_desc->natts * sizeof(Datum));
 		memcpy(version->tts_isnull, found->tts_isnull, versions_desc->natts * sizeof(bool));
-		version->tts_values[k->v[V_PREV_MS]] = found->tts_values[k->v[V_MS]];
-		version->tts_isnull[k->v[V_PREV_MS]] = false;
-		version->tts_values[k->v[V_PREV_COUNTER]] = found->tts_values[k->v[V_COUNTER]];
-		version->tts_isnull[k->v[V_PREV_COUNTER]] = false;
-		version->tts_values[k->v[V_PREV_NODE]] = found->tts_values[k->v[V_NODE]];
-		version->tts_isnull[k->v[V_PREV_NODE]] = found->tts_isnull[k->v[V_NODE]];
-		version->tts_values[k->v[V_PREV_OP]] = found->tts_values[k->v[V_OP]];
-		version->tts_isnull[k->v[V_PREV_OP]] = found->tts_isnull[k->v[V_OP]];
+		version->tts_values[k->v[MMLITE_V_PREV_MS]] = found->tts_values[k->v[MMLITE_V_MS]];
+		version->tts_isnull[k->v[MMLITE_V_PREV_MS]] = false;
+		version->tts_values[k->v[MMLITE_V_PREV_COUNTER]] = found->tts_values[k->v[MMLITE_V_COUNTER]];
+		version->tts_isnull[k->v[MMLITE_V_PREV_COUNTER]] = false;
+		version->tts_values[k->v[MMLITE_V_PREV_NODE]] = found->tts_values[k->v[MMLITE_V_NODE]];
+		version->tts_isnull[k->v[MMLITE_V_PREV_NODE]] = found->tts_isnull[k->v[MMLITE_V_NODE]];
+		version->tts_values[k->v[MMLITE_V_PREV_OP]] = found->tts_values[k->v[MMLITE_V_OP]];
+		version->tts_isnull[k->v[MMLITE_V_PREV_OP]] = found->tts_isnull[k->v[MMLITE_V_OP]];
 	}
 	else
 	{
@@ -560,16 +551,16 @@ capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int6
 			version->tts_isnull[k->versions_key[i]] = false;
 		}
 	}
-	version->tts_values[k->v[V_MS]] = Int64GetDatum(ms);
-	version->tts_isnull[k->v[V_MS]] = false;
-	version->tts_values[k->v[V_COUNTER]] = Int32GetDatum(counter);
-	version->tts_isnull[k->v[V_COUNTER]] = false;
-	version->tts_values[k->v[V_NODE]] = me_text;
-	version->tts_isnull[k->v[V_NODE]] = false;
-	version->tts_values[k->v[V_OP]] = op_text;
-	version->tts_isnull[k->v[V_OP]] = false;
-	version->tts_values[k->v[V_CHANGED_AT]] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	version->tts_isnull[k->v[V_CHANGED_AT]] = false;
+	version->tts_values[k->v[MMLITE_V_MS]] = Int64GetDatum(ms);
+	version->tts_isnull[k->v[MMLITE_V_MS]] = false;
+	version->tts_values[k->v[MMLITE_V_COUNTER]] = Int32GetDatum(counter);
+	version->tts_isnull[k->v[MMLITE_V_COUNTER]] = false;
+	version->tts_values[k->v[MMLITE_V_NODE]] = me_text;
+	version->tts_isnull[k->v[MMLITE_V_NODE]] = false;
+	version->tts_values[k->v[MMLITE_V_OP]] = op_text;
+	version->tts_isnull[k->v[MMLITE_V_OP]] = false;
+	version->tts_values[k->v[MMLITE_V_CHANGED_AT]] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	version->tts_isnull[k->v[MMLITE_V_CHANGED_AT]] = false;
 	ExecStoreVirtualTuple(version);
 	if (replaces)
 		mmlite_simple_update(k->estate, &k->rris[0], epq, found, version);
@@ -589,22 +580,22 @@ capture_row(Capture *k, TupleTableSlot *row, Datum op_text, bool is_delete, int6
 		change->tts_values[i] = row->tts_values[from];
 		change->tts_isnull[i] = row->tts_isnull[from];
 	}
-	change->tts_values[k->c[C_NODE]] = me_text;
-	change->tts_isnull[k->c[C_NODE]] = false;
-	change->tts_values[k->c[C_OP]] = op_text;
-	change->tts_isnull[k->c[C_OP]] = false;
-	change->tts_values[k->c[C_V_MS]] = Int64GetDatum(ms);
-	change->tts_isnull[k->c[C_V_MS]] = false;
-	change->tts_values[k->c[C_V_COUNTER]] = Int32GetDatum(counter);
-	change->tts_isnull[k->c[C_V_COUNTER]] = false;
+	change->tts_values[k->c[MMLITE_C_NODE]] = me_text;
+	change->tts_isnull[k->c[MMLITE_C_NODE]] = false;
+	change->tts_values[k->c[MMLITE_C_OP]] = op_text;
+	change->tts_isnull[k->c[MMLITE_C_OP]] = false;
+	change->tts_values[k->c[MMLITE_C_V_MS]] = Int64GetDatum(ms);
+	change->tts_isnull[k->c[MMLITE_C_V_MS]] = false;
+	change->tts_values[k->c[MMLITE_C_V_COUNTER]] = Int32GetDatum(counter);
+	change->tts_isnull[k->c[MMLITE_C_V_COUNTER]] = false;
 	if (replaces)
 	{
-		change->tts_values[k->c[C_PREV_MS]] = found->tts_values[k->v[V_MS]];
-		change->tts_isnull[k->c[C_PREV_MS]] = false;
-		change->tts_values[k->c[C_PREV_COUNTER]] = found->tts_values[k->v[V_COUNTER]];
-		change->tts_isnull[k->c[C_PREV_COUNTER]] = false;
-		change->tts_values[k->c[C_PREV_NODE]] = found->tts_values[k->v[V_NODE]];
-		change->tts_isnull[k->c[C_PREV_NODE]] = found->tts_isnull[k->v[V_NODE]];
+		change->tts_values[k->c[MMLITE_C_PREV_MS]] = found->tts_values[k->v[MMLITE_V_MS]];
+		change->tts_isnull[k->c[MMLITE_C_PREV_MS]] = false;
+		change->tts_values[k->c[MMLITE_C_PREV_COUNTER]] = found->tts_values[k->v[MMLITE_V_COUNTER]];
+		change->tts_isnull[k->c[MMLITE_C_PREV_COUNTER]] = false;
+		change->tts_values[k->c[MMLITE_C_PREV_NODE]] = found->tts_values[k->v[MMLITE_V_NODE]];
+		change->tts_isnull[k->c[MMLITE_C_PREV_NODE]] = found->tts_isnull[k->v[MMLITE_V_NODE]];
 	}
 	for (int i = 0; i < k->target->ndefaults; i++)
 	{

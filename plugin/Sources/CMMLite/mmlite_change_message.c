@@ -340,8 +340,10 @@ static const char *
 not_captured(ReorderBufferTXN *txn, Relation rel, HeapTuple tuple)
 {
 	static const char *const version_columns[] = MMLITE_VERSION_COLUMNS;
+	static const char *const change_columns[] = MMLITE_CHANGE_COLUMNS;
 	/* change column, version column: the same value in both */
-	static const char *const same[][2] = {{"mm_v_ms", "v_ms"}, {"mm_v_counter", "v_counter"}, {"mm_node", "v_node"}, {"mm_op", "op"}};
+	static const int same[][2] = {{MMLITE_C_V_MS, MMLITE_V_MS}, {MMLITE_C_V_COUNTER, MMLITE_V_COUNTER},
+								  {MMLITE_C_NODE, MMLITE_V_NODE}, {MMLITE_C_OP, MMLITE_V_OP}};
 	TupleDesc	change_desc = RelationGetDescr(rel);
 	Relation	versions;
 	TupleDesc	versions_desc;
@@ -380,8 +382,8 @@ not_captured(ReorderBufferTXN *txn, Relation rel, HeapTuple tuple)
 	heap_deform_tuple(remembered_version, versions_desc, vv, vn);
 	for (int i = 0; why == NULL && i < (int) lengthof(same); i++)
 	{
-		int			c = mmlite_column_index(change_desc, same[i][0]);
-		int			v = mmlite_column_index(versions_desc, same[i][1]);
+		int			c = mmlite_column_index(change_desc, change_columns[same[i][0]]);
+		int			v = mmlite_column_index(versions_desc, version_columns[same[i][1]]);
 
 		if (c < 0 || v < 0 || cn[c] || vn[v] ||
 			TupleDescAttr(change_desc, c)->atttypid != TupleDescAttr(versions_desc, v)->atttypid ||

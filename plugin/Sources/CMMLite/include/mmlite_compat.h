@@ -13,6 +13,7 @@
 #include "postgres.h"
 #include "access/genam.h"
 #include "executor/executor.h"
+#include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
 #include "storage/lockdefs.h"
@@ -25,6 +26,17 @@
 #include "catalog/pg_namespace.h"
 #include "parser/parse_relation.h"
 #endif
+
+/* Whether this process is a background worker (an apply worker is one); 17 made it a backend type. */
+static inline bool
+mmlite_is_background_worker(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return AmBackgroundWorkerProcess();
+#else
+	return IsBackgroundWorker;
+#endif
+}
 
 /* A range table of `count` relations (RT indexes 1..count) for estate. */
 static inline void

@@ -3,7 +3,7 @@
  * in the objects `mmlite apply` generates (Sources/MMLiteCore/Conflict.swift):
  * the C side of MMLiteCore's ConflictContract. The two are written twice, in
  * two languages; Tests/MMLiteCoreTests/ConflictContractTests.swift reads this
- * file and fails when they differ. Plain #defines only (no PostgreSQL
+ * file and fails when they differ. Plain #defines and enums only (no PostgreSQL
  * headers), so that test can read them and Swift can import them.
  */
 #ifndef MMLITE_CONTRACT_H
@@ -16,6 +16,17 @@
  */
 #define MMLITE_CHANGE_COLUMNS {"mm_node", "mm_op", "mm_v_ms", "mm_v_counter", "mm_prev_ms", "mm_prev_counter", "mm_prev_node"}
 #define MMLITE_VERSION_COLUMNS {"v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"}
+
+/* Positions in those two lists. */
+enum
+{
+	MMLITE_C_NODE, MMLITE_C_OP, MMLITE_C_V_MS, MMLITE_C_V_COUNTER, MMLITE_C_PREV_MS, MMLITE_C_PREV_COUNTER, MMLITE_C_PREV_NODE
+};
+enum
+{
+	MMLITE_V_MS, MMLITE_V_COUNTER, MMLITE_V_NODE, MMLITE_V_OP, MMLITE_V_CHANGED_AT, MMLITE_V_PREV_MS, MMLITE_V_PREV_COUNTER,
+	MMLITE_V_PREV_NODE, MMLITE_V_PREV_OP
+};
 
 /* The values of mm_op (change table) and op (version table; "delete" is a tombstone). */
 #define MMLITE_OP_INSERT_NAME "insert"
