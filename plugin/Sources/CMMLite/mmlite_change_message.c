@@ -481,14 +481,31 @@ decode_change_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRe
 	mmlite_decoded_tuple_free(tuple);
 }
 
-/* Our messages to `change_cb`, every other one to pgoutput's `message_cb` (none in 13). */
+/*
+ * Our messages to `change_cb`, every other one to pgoutput's `message_cb`
+ * (none in 13). Ours are read in a context of their own, emptied after each:
+ * the callbacks run in the decoding's transaction context, which lives until
+ * the whole decoded transaction has been sent (a 200k-row statement is 200k
+ * messages).
+ */
 static void
 route_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
 			  const char *prefix, Size size, const char *message,
 			  LogicalDecodeChangeCB change_cb, LogicalDecodeMessageCB message_cb)
 {
+	static MemoryContext message_context = NULL;
+
 	if (strcmp(prefix, MMLITE_CHANGE_MESSAGE_PREFIX) == 0)
+	{
+		MemoryContext caller;
+
+		if (message_context == NULL)
+			message_context = AllocSetContextCreate(TopMemoryContext, "mmlite change message", ALLOCSET_DEFAULT_SIZES);
+		caller = MemoryContextSwitchTo(message_context);
 		decode_change_message(ctx, txn, lsn, transactional, size, message, change_cb);
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(message_context);
+	}
 	else if (message_cb != NULL)
 		message_cb(ctx, txn, lsn, transactional, prefix, size, message);
 }
