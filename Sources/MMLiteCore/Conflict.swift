@@ -102,11 +102,11 @@ public enum ConflictSQL {
 
     /// The change table published instead of `table`.
     public static func changeTable(_ table: QualifiedName) -> QualifiedName {
-        QualifiedName(schema: "mmlite", name: "\(table.schema).\(table.name)$changes")
+        QualifiedName(schema: ConflictContract.schema, name: "\(table.schema).\(table.name)\(ConflictContract.changesSuffix)")
     }
 
     public static func versionTable(_ table: QualifiedName) -> QualifiedName {
-        QualifiedName(schema: "mmlite", name: "\(table.schema).\(table.name)$versions")
+        QualifiedName(schema: ConflictContract.schema, name: "\(table.schema).\(table.name)\(ConflictContract.versionsSuffix)")
     }
 
     /// Tables with delta columns: per key and row life (the version of the

@@ -12,6 +12,12 @@ public enum ConflictContract {
     public static let changeColumnsNotReadNatively: Set<String> = ["mm_id"]
     /// The version table's columns besides the key columns, in table order.
     public static let versionColumns = ["v_ms", "v_counter", "v_node", "op", "changed_at", "prev_ms", "prev_counter", "prev_node", "prev_op"]
+    /// Where a table's change and version tables are: schema `mmlite`, named
+    /// "schema.table" with these suffixes. The output plugin pairs a change
+    /// message with the version row written before it by these names.
+    public static let schema = "mmlite"
+    public static let changesSuffix = "$changes"
+    public static let versionsSuffix = "$versions"
     /// The values of `mm_op` and of the version table's `op` (a `delete` version is a tombstone).
     public static let opNames = ["insert", "update", "delete"]
     /// The arguments of `mmlite.apply_change()` in the trigger that runs it:

@@ -45,6 +45,17 @@ struct ConflictContractTests {
                 "mmlite_contract.h and ConflictContract.versionColumns differ")
     }
 
+    @Test("the schema and name suffixes of change and version tables, which the plugin pairs by name, are ConflictContract's and the generated names'")
+    func tableNames() throws {
+        let header = try ContractHeader()
+        #expect(header.strings("MMLITE_SCHEMA")?.first == ConflictContract.schema)
+        #expect(header.strings("MMLITE_CHANGES_SUFFIX")?.first == ConflictContract.changesSuffix)
+        #expect(header.strings("MMLITE_VERSIONS_SUFFIX")?.first == ConflictContract.versionsSuffix)
+        let table = QualifiedName(schema: "public", name: "t")
+        #expect(ConflictSQL.changeTable(table) == QualifiedName(schema: "mmlite", name: "public.t$changes"))
+        #expect(ConflictSQL.versionTable(table) == QualifiedName(schema: "mmlite", name: "public.t$versions"))
+    }
+
     @Test("op names and codes, trigger arguments")
     func opsAndArguments() throws {
         let header = try ContractHeader()

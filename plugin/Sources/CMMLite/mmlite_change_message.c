@@ -179,9 +179,6 @@ static TransactionId remembered_xid = InvalidTransactionId;
 static Oid	remembered_relid = InvalidOid;
 static HeapTuple remembered_version = NULL;
 
-#define VERSIONS_SUFFIX "$versions"
-#define CHANGES_SUFFIX "$changes"
-
 static bool
 has_suffix(const char *name, const char *suffix)
 {
@@ -191,7 +188,7 @@ has_suffix(const char *name, const char *suffix)
 	return n > k && strcmp(name + n - k, suffix) == 0;
 }
 
-/* Whether rel is in schema mmlite and named ...`suffix`. */
+/* Whether rel is in mmlite's schema and named ...`suffix`. */
 static bool
 is_mmlite_table(Relation rel, const char *suffix)
 {
@@ -201,7 +198,7 @@ is_mmlite_table(Relation rel, const char *suffix)
 	if (!has_suffix(RelationGetRelationName(rel), suffix))
 		return false;
 	schema = get_namespace_name(RelationGetNamespace(rel));
-	ok = schema != NULL && strcmp(schema, "mmlite") == 0;
+	ok = schema != NULL && strcmp(schema, MMLITE_SCHEMA) == 0;
 	if (schema != NULL)
 		pfree(schema);
 	return ok;
@@ -226,7 +223,7 @@ note_change(ReorderBufferTXN *txn, Relation rel, ReorderBufferChange *change)
 	forget_version();
 	if (change->action == REORDER_BUFFER_CHANGE_INSERT || change->action == REORDER_BUFFER_CHANGE_UPDATE)
 		newtuple = mmlite_decoded_new_tuple(change);
-	if (newtuple == NULL || !is_mmlite_table(rel, VERSIONS_SUFFIX))
+	if (newtuple == NULL || !is_mmlite_table(rel, MMLITE_VERSIONS_SUFFIX))
 		return;
 	if (remembered_context == NULL)
 		remembered_context = AllocSetContextCreate(TopMemoryContext, "mmlite change message check", ALLOCSET_SMALL_SIZES);
@@ -357,7 +354,7 @@ not_captured(ReorderBufferTXN *txn, Relation rel, HeapTuple tuple)
 
 	if (remembered_version == NULL || remembered_xid != txn->xid)
 		return "it does not follow a version row written by the same transaction";
-	if (!is_mmlite_table(rel, CHANGES_SUFFIX))
+	if (!is_mmlite_table(rel, MMLITE_CHANGES_SUFFIX))
 		return "it names a table that is not a change table";
 	if (!tuple_well_formed(change_desc, tuple))
 		return "its row is malformed";
@@ -367,8 +364,8 @@ not_captured(ReorderBufferTXN *txn, Relation rel, HeapTuple tuple)
 	name = RelationGetRelationName(rel);
 	versions_name = RelationGetRelationName(versions);
 	if (RelationGetNamespace(versions) != RelationGetNamespace(rel) ||
-		strlen(name) - strlen(CHANGES_SUFFIX) != strlen(versions_name) - strlen(VERSIONS_SUFFIX) ||
-		strncmp(name, versions_name, strlen(name) - strlen(CHANGES_SUFFIX)) != 0)
+		strlen(name) - strlen(MMLITE_CHANGES_SUFFIX) != strlen(versions_name) - strlen(MMLITE_VERSIONS_SUFFIX) ||
+		strncmp(name, versions_name, strlen(name) - strlen(MMLITE_CHANGES_SUFFIX)) != 0)
 	{
 		RelationClose(versions);
 		return "its change table is not the one of the version row before it";

@@ -28,6 +28,11 @@ enum
 	MMLITE_V_PREV_NODE, MMLITE_V_PREV_OP
 };
 
+/* Where a table's change and version tables are: schema mmlite, "schema.table" with these suffixes. */
+#define MMLITE_SCHEMA "mmlite"
+#define MMLITE_CHANGES_SUFFIX "$changes"
+#define MMLITE_VERSIONS_SUFFIX "$versions"
+
 /* The values of mm_op (change table) and op (version table; "delete" is a tombstone). */
 #define MMLITE_OP_INSERT_NAME "insert"
 #define MMLITE_OP_UPDATE_NAME "update"
