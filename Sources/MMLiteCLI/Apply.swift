@@ -18,9 +18,10 @@ struct Apply {
         var preflight = Preflight(config: config, console: console)
         if !preflight.unreachable.isEmpty {
             for facts in preflight.unreachable {
-                console.error("mmlite: cannot connect to \(facts.name) (\(DSN.masked(config.node(named: facts.name)?.dsn ?? ""))): \(facts.connectionError ?? "")")
+                let what = facts.connectionError == nil ? "cannot read the state of" : "cannot connect to"
+                console.error("mmlite: \(what) \(facts.name) (\(DSN.masked(config.node(named: facts.name)?.dsn ?? ""))): \(facts.failure ?? "")")
             }
-            console.error("Nothing was changed. Every node must be reachable for apply; check the dsn, that the server runs, and pg_hba.conf (`mmlite doctor` explains).")
+            console.error("Nothing was changed. Every node must be reachable and readable for apply; check the dsn, that the server runs, pg_hba.conf and the role's rights (`mmlite doctor` explains).")
             return .unavailable
         }
         let plan: Plan

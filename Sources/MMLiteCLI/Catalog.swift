@@ -108,23 +108,35 @@ struct Catalog {
     /// This mesh's subscriptions in the current database (or the one named `name`).
     func subscriptions(_ columns: SubscriptionColumns = SubscriptionColumns(), named name: String? = nil) throws -> [String: SubscriptionState] {
         let stats = capabilities.subscriptionStats
+        // PostgreSQL 13 grants pg_subscription.oid to superusers only (14+ to
+        // everyone); naming the column without the privilege fails the whole
+        // query. pg_stat_subscription (a view owned by the superuser) lists
+        // every subscription with its subid in every major, by name across all
+        // databases: a name found with two oids is left without one.
+        let oidReadable = try connection.query(
+            "SELECT pg_catalog.has_column_privilege('pg_catalog.pg_subscription', 'oid', 'SELECT') AS readable").first?.bool("readable") ?? false
+        let oid = oidReadable ? "s.oid" : """
+            (SELECT CASE WHEN count(DISTINCT x.subid) = 1 THEN min(x.subid) END FROM pg_catalog.pg_stat_subscription x WHERE x.subname = s.subname)
+            """
         let result = try connection.query("""
-            SELECT s.oid::text AS oid, s.subname::text AS name, s.subenabled AS enabled, s.subslotname::text AS slot_name,
+            SELECT s.subid::text AS oid, s.subname::text AS name, s.subenabled AS enabled, s.subslotname::text AS slot_name,
                    array_to_string(s.subpublications, ',') AS publications,
-                   \(columns.conninfo ? "s.subconninfo" : "NULL::text") AS conninfo,
-                   \(capabilities.originNone ? "s.suborigin" : "NULL::text") AS origin,
-                   \(capabilities.subscriptionSkip ? "s.subskiplsn::text" : "NULL::text") AS skip_lsn,
+                   s.conninfo AS conninfo, s.origin AS origin, s.skip_lsn AS skip_lsn,
                    w.pid AS worker_pid, w.received_lsn::text AS received_lsn,
-                   (SELECT count(*) FROM pg_catalog.pg_stat_subscription x WHERE x.subid = s.oid AND x.pid IS NOT NULL) AS workers,
+                   (SELECT count(*) FROM pg_catalog.pg_stat_subscription x WHERE x.subid = s.subid AND x.pid IS NOT NULL) AS workers,
                    \(stats ? "st.apply_error_count" : "NULL::bigint") AS apply_errors,
                    \(stats ? "st.sync_error_count" : "NULL::bigint") AS sync_errors,
-                   \(columns.progress ? "pg_catalog.pg_replication_origin_progress('pg_' || s.oid, true)::text" : "NULL::text") AS applied_lsn
-            FROM pg_catalog.pg_subscription s
+                   \(columns.progress ? "pg_catalog.pg_replication_origin_progress('pg_' || s.subid, true)::text" : "NULL::text") AS applied_lsn
+            FROM (SELECT \(oid) AS subid, s.subname, s.subenabled, s.subslotname, s.subpublications,
+                         \(columns.conninfo ? "s.subconninfo" : "NULL::text") AS conninfo,
+                         \(capabilities.originNone ? "s.suborigin" : "NULL::text") AS origin,
+                         \(capabilities.subscriptionSkip ? "s.subskiplsn::text" : "NULL::text") AS skip_lsn
+                  FROM pg_catalog.pg_subscription s
+                  WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                    AND \(name == nil ? "left(s.subname::text, length($1)) = $1" : "s.subname = $1")) s
             LEFT JOIN LATERAL (SELECT a.pid, a.received_lsn FROM pg_catalog.pg_stat_subscription a
-                               WHERE a.subid = s.oid AND a.relid IS NULL ORDER BY a.pid LIMIT 1) w ON true
-            \(stats ? "LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.oid" : "")
-            WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-              AND \(name == nil ? "left(s.subname::text, length($1)) = $1" : "s.subname = $1")
+                               WHERE a.subid = s.subid AND a.relid IS NULL ORDER BY a.pid LIMIT 1) w ON true
+            \(stats ? "LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.subid" : "")
             """, [name ?? prefix])
         var subscriptions: [String: SubscriptionState] = [:]
         for row in result.named {
@@ -181,13 +193,14 @@ struct Catalog {
     }
 
     /// `mmlite.conflict_tables`: definition by table name; nil when it does not exist (mesh-independent).
-    static func conflictRegistry(_ connection: PGConnection) -> [String: String]? {
-        guard let exists = try? connection.query("SELECT pg_catalog.to_regclass('mmlite.conflict_tables') IS NOT NULL AS present").first,
-              exists.bool("present") == true,
-              let rows = try? connection.query("SELECT t.table_name AS table_name, t.definition AS definition FROM mmlite.conflict_tables t")
+    /// A read that fails (a role without SELECT on it) throws: taking it for "nothing installed" would misreport every opted-in table.
+    static func conflictRegistry(_ connection: PGConnection) throws -> [String: String]? {
+        guard try connection.query("SELECT pg_catalog.to_regclass('mmlite.conflict_tables') IS NOT NULL AS present").first?.bool("present") == true
         else { return nil }
         var result: [String: String] = [:]
-        for row in rows.named { if let name = row["table_name"], let definition = row["definition"] { result[name] = definition } }
+        for row in try connection.query("SELECT t.table_name AS table_name, t.definition AS definition FROM mmlite.conflict_tables t").named {
+            if let name = row["table_name"], let definition = row["definition"] { result[name] = definition }
+        }
         return result
     }
 
@@ -264,7 +277,8 @@ struct Catalog {
         storage.nativeApplyTables = row.int("native_apply_tables") ?? 0
         if let role = row["installer"], let superuser = row.bool("installer_superuser") { storage.installer = (role, superuser) }
         storage.pluginInstalled = row.bool("plugin_installed")
-        if storage.logBytes != nil {
+        // The log holds rows of user tables: a monitoring role may see its size but not count them.
+        if storage.logBytes != nil, row.bool("log_readable") == true {
             storage.logRows = try connection.query(ConflictMaintenance.logRows).first?.int64("log_rows")
         }
         return storage

@@ -42,7 +42,11 @@ struct ConflictSetup {
         }
         for node in config.nodes {
             guard let connection = connections[node.name] else { continue }
-            if let registry = Self.registry(connection) { observed[node.name] = registry }
+            do {
+                if let registry = try Self.registry(connection) { observed[node.name] = registry }
+            } catch {
+                problems.append("\(node.name): cannot read mmlite.conflict_tables: \(error)")
+            }
         }
     }
 
@@ -67,7 +71,7 @@ struct ConflictSetup {
     }
 
     /// `mmlite.conflict_tables` on a node, nil when it does not exist.
-    static func registry(_ connection: PGConnection) -> [String: String]? {
-        Catalog.conflictRegistry(connection)
+    static func registry(_ connection: PGConnection) throws -> [String: String]? {
+        try Catalog.conflictRegistry(connection)
     }
 }

@@ -156,7 +156,7 @@ struct ConflictsPrune {
         if try Catalog.conflictLogExists(connection) {
             work.log = ConflictMaintenance.pruneLog(retention: config.mesh.conflictLogRetention)
         }
-        for name in (Catalog.conflictRegistry(connection) ?? [:]).keys.sorted() {
+        for name in (try Catalog.conflictRegistry(connection) ?? [:]).keys.sorted() {
             let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
             work.tables.append(ConflictSQL.prune(QualifiedName(schema: parts[0], name: parts[1]), tombstoneAge: config.mesh.tombstoneRetention))

@@ -185,7 +185,7 @@ final class DDLRunner {
         let preflight = Preflight(config: config, console: console)
         self.preflight = preflight
         var unreachable: [String: String] = [:]
-        for facts in preflight.unreachable { unreachable[facts.name] = facts.connectionError ?? "" }
+        for facts in preflight.unreachable { unreachable[facts.name] = facts.failure ?? "" }
         var observation = DDLProcedure.Observation(states: preflight.states, unreachable: unreachable, tables: preflight.tables)
         for facts in preflight.facts where facts.reachable {
             let connection = try connection(facts.name)

@@ -61,7 +61,7 @@ struct MigrationTransaction {
         let droppedOptedIn = dropped.filter { config.tableSettings[$0]?.conflicts != nil }
         guard !optedIn.isEmpty || !droppedOptedIn.isEmpty else { return }
         try execute(ConflictSQL.shared)
-        let registry = Catalog.conflictRegistry(connection) ?? [:]
+        let registry = try Catalog.conflictRegistry(connection) ?? [:]
         for name in optedIn {
             let table = ConflictSQL.Table(name: name, columns: try ConflictSetup.columnsInTransaction(of: name, connection),
                                           policy: config.tableSettings[name]?.conflicts ?? .lastUpdateWins,

@@ -33,7 +33,7 @@ struct Inspector {
                 try basics(&facts[index], connection)
                 countOthers(&facts[index], connection)
             } catch {
-                facts[index].connectionError = describe(error)
+                record(error, in: &facts[index])
             }
         }
         let resolved = resolveTables(config.mesh.tables, existing: facts.filter(\.reachable).map { Set($0.tables.keys) })
@@ -44,10 +44,21 @@ struct Inspector {
                 facts[index].conflictObjects = try conflictObjects(connection, tables: resolved.tables)
                 facts[index].state = try state(of: facts[index], connection, tables: resolved.tables)
             } catch {
-                facts[index].connectionError = describe(error)
+                record(error, in: &facts[index])
             }
         }
         return (facts, resolved.tables, resolved.unmatched)
+    }
+
+    /// A failure after connecting: a read the role may not make (or that
+    /// failed otherwise) is a read error; a broken connection stays a connection error.
+    func record(_ error: Error, in facts: inout NodeFacts) {
+        let pgError = error as? PGError
+        if pgError?.kind == .connection {
+            facts.connectionError = describe(error)
+        } else {
+            facts.readError = ReadError(message: describe(error), missingPrivilege: pgError?.sqlState == "42501")
+        }
     }
 
     func describe(_ error: Error) -> String {
@@ -179,7 +190,7 @@ struct Inspector {
         let optedIn = tables.filter { config.tableSettings[$0]?.conflicts != nil }
         guard !optedIn.isEmpty else { return nil }
         return DriftFacts(columns: try Catalog.tableColumns(connection, MeshDrift.tablesToRead(config: config, tables: optedIn)),
-                          registry: Catalog.conflictRegistry(connection) ?? [:])
+                          registry: try Catalog.conflictRegistry(connection) ?? [:])
     }
 
     /// This mesh's objects on a node.

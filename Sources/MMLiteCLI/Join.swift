@@ -174,7 +174,7 @@ final class JoinRunner {
         let preflight = Preflight(config: config, console: console)
         self.preflight = preflight
         var unreachable: [String: String] = [:]
-        for facts in preflight.unreachable { unreachable[facts.name] = facts.connectionError ?? "" }
+        for facts in preflight.unreachable { unreachable[facts.name] = facts.failure ?? "" }
         let nodeFacts = preflight.facts.first { $0.name == node }
         let missing = preflight.tables.filter { nodeFacts?.tables[$0] == nil }
         let conflicts = ConflictSetup(config: config, tables: preflight.tables, connections: preflight.connections)

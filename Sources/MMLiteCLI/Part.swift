@@ -91,7 +91,7 @@ final class PartRunner {
         let preflight = Preflight(config: request.config, console: console)
         connections = preflight.connections
         var unreachable: [String: String] = [:]
-        for facts in preflight.unreachable { unreachable[facts.name] = facts.connectionError ?? "" }
+        for facts in preflight.unreachable { unreachable[facts.name] = facts.failure ?? "" }
         return PartProcedure.Observation(states: preflight.states, unreachable: unreachable)
     }
 }

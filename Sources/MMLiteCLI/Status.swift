@@ -6,6 +6,8 @@ struct NodeStatus {
     var name: String
     var dsn: String
     var reachable: Bool
+    /// Connected, but a read failed (a right the role lacks, say): its state is unknown.
+    var unreadable = false
     var error: String?
     var version: String?
     var currentLSN: LSN?
@@ -105,7 +107,12 @@ struct Status {
             status.reachable = true
             return (status, state)
         } catch {
-            status.error = context.console.redact((error as? PGError)?.message ?? "\(error)")
+            // Connected: a failure here is a read the role may not make (or a broken connection), not an unreachable server.
+            let pgError = error as? PGError
+            let message = context.console.redact(pgError?.message ?? "\(error)")
+            status.unreadable = pgError?.kind != .connection
+            status.error = pgError?.kind == .connection ? message
+                : "connected, but cannot read its state: \(message)\(pgError?.sqlState == "42501" ? " (give the role in its dsn the rights in docs/security.md)" : "")"
             return (status, nil)
         }
     }
@@ -246,7 +253,7 @@ struct Status {
             let log = node.conflictLogRows.map { "\($0) row\($0 == 1 ? "" : "s"), \(formatBytes(UInt64(max(0, node.conflictLogBytes ?? 0))))" } ?? "-"
             let changes = node.changeTables == 0 ? "-" : formatBytes(UInt64(max(0, node.changeBytes)))
             let versions = node.versionTables == 0 ? "-" : "\(formatBytes(UInt64(max(0, node.versionBytes)))) (~\(node.versionRows) rows)"
-            nodeRows.append([node.name, node.reachable ? "up" : "DOWN", node.version ?? "-", node.currentLSN?.description ?? "-",
+            nodeRows.append([node.name, node.reachable ? "up" : node.unreadable ? "UNREADABLE" : "DOWN", node.version ?? "-", node.currentLSN?.description ?? "-",
                              log, changes, versions,
                              ConflictMaintenance.applyLabel(nativeTables: node.nativeApplyTables, changeTables: node.changeTables) ?? "-", node.dsn])
         }

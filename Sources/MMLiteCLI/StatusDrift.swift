@@ -24,7 +24,7 @@ extension Status {
             guard let connection = connections[name] else { continue }
             do {
                 facts.append((name, DriftFacts(columns: try Catalog.tableColumns(connection, toRead),
-                                               registry: Catalog.conflictRegistry(connection) ?? [:])))
+                                               registry: try Catalog.conflictRegistry(connection) ?? [:])))
             } catch {
                 context.console.debug("drift: cannot read the columns on \(name): \(error)")
             }

@@ -111,6 +111,13 @@ public struct Checks: Sendable {
         func fail(_ check: String, _ message: String, _ fix: String?) { results.append(CheckResult(node: name, check: check, status: .failure, message: message, fix: fix)) }
 
         let index = (config.nodes.firstIndex { $0.name == name } ?? 0) + 1
+        if node.connectionError == nil, let read = node.readError {
+            fail("connection", "connected as \(node.role.isEmpty ? "the role in the dsn" : node.role), but reading the node's state failed: \(read.message)",
+                 read.missingPrivilege
+                    ? "give the role in nodes[\(index)].dsn the rights mmlite reads with (docs/security.md, \"Two roles\"; for a role that only runs status: \"A role for status and monitoring\"), or name the admin role there"
+                    : "run `mmlite doctor` again; if it persists, look in the server's log for this error")
+            return results
+        }
         guard node.reachable else {
             fail("connection", "cannot connect: \(node.connectionError ?? "unknown error")",
                  "check nodes[\(index)].dsn (host, port, dbname, user), that the server is running and that its pg_hba.conf lets this machine in; keep passwords in ~/.pgpass or PGPASSWORD, not in the config")

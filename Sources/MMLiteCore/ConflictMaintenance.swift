@@ -50,22 +50,25 @@ public enum ConflictMaintenance {
     /// rows of the change and version tables (version tables hold the
     /// tombstones). One row, columns named: log_bytes (NULL: no log), change_tables,
     /// change_bytes, change_rows, version_tables, version_bytes, version_rows,
-    /// native_apply_tables, installer (owner of schema mmlite), installer_superuser, plugin_installed.
+    /// native_apply_tables, installer (owner of schema mmlite), installer_superuser, plugin_installed,
+    /// log_readable (whether this role may count the log's rows).
     public static let sizes = """
         SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('mmlite.conflicts')) AS log_bytes,
-               count(*) FILTER (WHERE c.relname LIKE '%$changes') AS change_tables,
-               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint AS change_bytes,
-               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$changes'), 0)::bigint AS change_rows,
-               count(*) FILTER (WHERE c.relname LIKE '%$versions') AS version_tables,
-               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_bytes,
-               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%$versions'), 0)::bigint AS version_rows,
-               count(*) FILTER (WHERE c.relname LIKE '%$changes' AND EXISTS (
+               count(*) FILTER (WHERE c.relname LIKE '%\(ConflictContract.changesSuffix)') AS change_tables,
+               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%\(ConflictContract.changesSuffix)'), 0)::bigint AS change_bytes,
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%\(ConflictContract.changesSuffix)'), 0)::bigint AS change_rows,
+               count(*) FILTER (WHERE c.relname LIKE '%\(ConflictContract.versionsSuffix)') AS version_tables,
+               coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)) FILTER (WHERE c.relname LIKE '%\(ConflictContract.versionsSuffix)'), 0)::bigint AS version_bytes,
+               coalesce(sum(greatest(c.reltuples, 0)) FILTER (WHERE c.relname LIKE '%\(ConflictContract.versionsSuffix)'), 0)::bigint AS version_rows,
+               count(*) FILTER (WHERE c.relname LIKE '%\(ConflictContract.changesSuffix)' AND EXISTS (
                    SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
                    JOIN pg_catalog.pg_language l ON l.oid = p.prolang
                    WHERE t.tgrelid = c.oid AND t.tgname = 'mmlite_apply' AND l.lanname = 'c')) AS native_apply_tables,
                (SELECT r.rolname FROM pg_catalog.pg_namespace s JOIN pg_catalog.pg_roles r ON r.oid = s.nspowner WHERE s.nspname = 'mmlite') AS installer,
                (SELECT r.rolsuper FROM pg_catalog.pg_namespace s JOIN pg_catalog.pg_roles r ON r.oid = s.nspowner WHERE s.nspname = 'mmlite') AS installer_superuser,
-               EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'mmlite') AS plugin_installed
+               EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'mmlite') AS plugin_installed,
+               pg_catalog.to_regclass('mmlite.conflicts') IS NOT NULL
+                   AND pg_catalog.has_table_privilege(pg_catalog.to_regclass('mmlite.conflicts'), 'SELECT') AS log_readable
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'mmlite' AND c.relkind = 'r'
         """

@@ -4,6 +4,9 @@ public struct NodeFacts: Sendable, Equatable {
     public var name: String
     /// nil when the node answered; else why not (masked).
     public var connectionError: String?
+    /// A read that failed after connecting (masked), e.g. a catalog or one of
+    /// mmlite's tables the role may not read: the node answered, its facts are incomplete.
+    public var readError: ReadError?
     public var versionNumber: Int = 0
     public var versionString: String = ""
     public var database: String = ""
@@ -33,7 +36,11 @@ public struct NodeFacts: Sendable, Equatable {
 
     public init(name: String) { self.name = name }
 
-    public var reachable: Bool { connectionError == nil }
+    /// Why the node's facts are missing: the connection's or the read's error.
+    public var failure: String? { connectionError ?? readError?.message }
+
+    /// Connected and every fact read.
+    public var reachable: Bool { connectionError == nil && readError == nil }
     public var capabilities: ServerCapabilities { ServerCapabilities(versionNumber: versionNumber) }
     public var major: Int { capabilities.major }
 
@@ -131,5 +138,16 @@ extension MeshView {
         self.init(config: config,
                   versions: Dictionary(reachable.map { ($0.name, $0.versionNumber) }, uniquingKeysWith: { a, _ in a }),
                   states: Dictionary(reachable.compactMap { node in node.state.map { (node.name, $0) } }, uniquingKeysWith: { a, _ in a }))
+    }
+}
+
+/// Why reading a connected node's facts failed.
+public struct ReadError: Sendable, Equatable {
+    public var message: String
+    /// SQLSTATE 42501 (insufficient_privilege): the role lacks a right, the server is fine.
+    public var missingPrivilege: Bool
+    public init(message: String, missingPrivilege: Bool) {
+        self.message = message
+        self.missingPrivilege = missingPrivilege
     }
 }

@@ -108,6 +108,21 @@ struct ChecksTests {
         #expect(results[0].fix?.contains("nodes[3].dsn") == true)
     }
 
+    @Test("a node that answered but whose state could not be read is not called unreachable: a missing right is named as one")
+    func unreadable() throws {
+        var n3 = healthyFacts("n3")
+        n3.role = "watcher"
+        n3.readError = ReadError(message: "permission denied for schema mmlite", missingPrivilege: true)
+        let results = try run([healthyFacts("n1"), healthyFacts("n2"), n3]).filter { $0.node == "n3" }
+        #expect(results.count == 1)
+        #expect(results[0].status == .failure)
+        #expect(results[0].message == "connected as watcher, but reading the node's state failed: permission denied for schema mmlite")
+        #expect(results[0].fix?.contains("docs/security.md") == true && results[0].fix?.contains("pg_hba") == false)
+        n3.readError?.missingPrivilege = false
+        let other = try run([healthyFacts("n1"), healthyFacts("n2"), n3]).filter { $0.node == "n3" }
+        #expect(other.first?.fix?.contains("server's log") == true)
+    }
+
     @Test("under sequences = none a colliding key fails, a colliding non-key column warns, distinct ones pass")
     func sequencesNone() throws {
         var config = try threeNodeConfig()

@@ -1,0 +1,66 @@
+import ClusterHarness
+import Foundation
+import MMLiteCore
+import PostgresClient
+import Testing
+
+/// Every installation in MMLITE_PG_CONFIGS (13–18 under scripts/test).
+let everyInstallation: [PGInstallation] = (try? PGInstallation.fromEnvironment()) ?? []
+
+@Suite("a role without superuser reads a mesh's state, on every major", .serialized)
+struct UnprivilegedReadTests {
+    /// A superuser builds the mesh; `watcher` (LOGIN and pg_monitor, as a
+    /// monitoring role has) runs status and doctor: first without rights on
+    /// mmlite's schema (said as such, not as "cannot connect"), then with the
+    /// grants docs/security.md lists. PostgreSQL 13 lets only superusers read
+    /// pg_subscription.oid: a query naming it failed the whole read there.
+    @Test("status and doctor as a monitoring role: a missing grant is named as one; with the documented grants every node and link is read", arguments: everyInstallation)
+    func statusAndDoctor(_ pg: PGInstallation) throws {
+        let mesh = try TestMesh(2, installation: pg)
+        let optIn = "\n[tables.\"public.users\"]\nconflicts = \"last-update-wins\"\n"
+        try mesh.writeConfig(extraNodes: optIn)
+        let applied = mesh.mmlite(["apply"])
+        try #require(applied.code == 0, "\(applied)")
+        try mesh.expectReplicates(base: 100)
+        for index in 1...2 { try mesh[index].execute("CREATE ROLE watcher LOGIN; GRANT pg_monitor TO watcher") }
+        try mesh.writeConfig(dsn: [1: mesh[1].conninfo.replacingOccurrences(of: "user=postgres", with: "user=watcher"),
+                                   2: mesh[2].conninfo.replacingOccurrences(of: "user=postgres", with: "user=watcher")],
+                             extraNodes: optIn)
+
+        let denied = mesh.mmlite(["status"])
+        #expect(denied.out.contains("n1: connected, but cannot read its state: permission denied") && denied.out.contains("UNREADABLE"), "\(denied)")
+        #expect(mesh.mmlite(["status", "--check"]).code == 2)
+        let doctorDenied = mesh.mmlite(["doctor"])
+        #expect(doctorDenied.out.contains("connected as watcher, but reading the node's state failed: permission denied"), "\(doctorDenied)")
+        #expect(!doctorDenied.out.contains("cannot connect"), "\(doctorDenied)")
+
+        for index in 1...2 { try mesh[index].execute(ReadOnlyRole.grants(role: "watcher")) }
+        let status = mesh.mmlite(["status", "--format", "json"])
+        #expect(status.code == 0, "\(status)")
+        let json = (try? JSONSerialization.jsonObject(with: Data(status.out.utf8))) as? [String: Any]
+        let summary = json?["summary"] as? [String: Any]
+        #expect(summary?["nodes_reachable"] as? Int == 2 && summary?["links_ok"] as? Int == 2 && summary?["drift"] as? Int == 0, "\(status)")
+        // The conflict log's size, not its rows (it holds user rows): counted only with SELECT on it.
+        let nodes = json?["nodes"] as? [[String: Any]] ?? []
+        #expect(nodes.allSatisfy { $0["conflict_log_bytes"] is Int && $0["conflict_log_rows"] is NSNull && $0["version_tables"] as? Int == 1 }, "\(status)")
+        let doctor = mesh.mmlite(["doctor"])
+        #expect(doctor.out.contains("connected to postgres as watcher"), "\(doctor)")
+        // A role that may not create objects gets doctor's privilege findings; nothing it may read is misread.
+        #expect(!doctor.out.contains("reading the node's state failed") && !doctor.out.contains("is not installed here"), "\(doctor)")
+    }
+
+    @Test("docs/security.md quotes the monitoring role's grants exactly as this suite runs them")
+    func docsQuoteTheGrants() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/security.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        #expect(text.contains(ReadOnlyRole.grants(role: "monitor")), "docs/security.md lacks, verbatim:\n\(ReadOnlyRole.grants(role: "monitor"))")
+    }
+}
+
+/// docs/security.md, "A role for status and monitoring", as the tests run it.
+enum ReadOnlyRole {
+    static func grants(role: String) -> String {
+        "GRANT USAGE ON SCHEMA mmlite TO \(role); GRANT SELECT ON mmlite.sequence_offsets, mmlite.conflict_tables TO \(role)"
+    }
+}
