@@ -436,7 +436,13 @@ struct ConflictTests {
         #expect(allWrites > 300)
         let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(id || ':' || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\"") }
         #expect(Set(versions).count == 1, "versions converge too")
-        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+        // Writers on the same keys as an apply worker may deadlock with it (40P01):
+        // PostgreSQL rolls one side back, the workload skips its statement, an
+        // apply worker retries its transaction. Any other ERROR fails the test.
+        let errors = mesh.logErrors()
+        let deadlocks = errors.filter { $0.contains(" ERROR:  deadlock detected") }
+        if !deadlocks.isEmpty { print("ConflictTests: \(deadlocks.count) deadlock(s) between writers and apply workers, resolved by PostgreSQL") }
+        #expect(errors.count == deadlocks.count, "\(errors)")
 
         // Every version ever written is the final one of its key, or was
         // overwritten by a write made on top of it, or lost a conflict that
