@@ -43,6 +43,10 @@ struct UnprivilegedReadTests {
         // The conflict log's size, not its rows (it holds user rows): counted only with SELECT on it.
         let nodes = json?["nodes"] as? [[String: Any]] ?? []
         #expect(nodes.allSatisfy { $0["conflict_log_bytes"] is Int && $0["conflict_log_rows"] is NSNull && $0["version_tables"] as? Int == 1 }, "\(status)")
+        // The exporter's observation is status's: every node up, every link's series.
+        let metrics = mesh.mmlite(["metrics"])
+        #expect(metrics.code == 0 && metrics.out.contains("mmlite_node_up{mesh=\"shop\",node=\"n1\"} 1")
+                && metrics.out.contains("mmlite_node_up{mesh=\"shop\",node=\"n2\"} 1"), "\(metrics)")
         let doctor = mesh.mmlite(["doctor"])
         #expect(doctor.out.contains("connected to postgres as watcher"), "\(doctor)")
         // A role that may not create objects gets doctor's privilege findings; nothing it may read is misread.
