@@ -136,11 +136,11 @@ extension TestMesh {
 
     /// Node `index`'s decoding processes that announced they take change
     /// messages: the session lock mmlite_change_message.c describes, held by
-    /// a slot's active process.
+    /// a slot's active process (objid: format 1, "mmlt").
     func announcedDecoders(_ index: Int) throws -> Int {
         Int(try self[index].scalar("""
             SELECT count(*) FROM pg_locks l JOIN pg_replication_slots s ON s.active_pid = l.pid
-            WHERE l.locktype = 'advisory' AND l.objsubid = 3 AND l.classid::text = l.pid::text AND l.granted AND l.mode = 'ExclusiveLock'
+            WHERE l.locktype = 'advisory' AND l.objsubid = 3 AND l.objid = 1835887732 AND l.classid::text = l.pid::text AND l.granted AND l.mode = 'ExclusiveLock'
             """) ?? "") ?? -1
     }
 }

@@ -47,8 +47,13 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
-/* The decoder's lock: database, PID, this key, objsubid 3. */
-#define MMLITE_DECODER_LOCK_KEY 0x6d6d6c74	/* "mmlt" */
+/*
+ * The decoder's lock: database, PID, this key, objsubid 3. The key names the
+ * message format the decoder reads ("mmlt" for format 1, one more for each
+ * later one), so capture of another format finds no announcement and stores
+ * rows instead of sending messages a decoder would skip.
+ */
+#define MMLITE_DECODER_LOCK_KEY (0x6d6d6c74 + MMLITE_CHANGE_MESSAGE_FORMAT - 1)
 #define MMLITE_DECODER_LOCK_SPACE 3
 
 typedef struct ChangeMessageHeader
