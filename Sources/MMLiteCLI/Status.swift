@@ -183,6 +183,7 @@ struct Status {
                     ("name", .string(node.name)),
                     ("dsn", .string(node.dsn)),
                     ("reachable", .bool(node.reachable)),
+                    ("connected", .bool(node.reachable || node.unreadable)),
                     ("open_migrations", .array(node.openMigrations.map { .string($0) })),
                     ("fenced_tables", .array(node.fencedTables.map { .string($0.sql) })),
                     ("server_version", .optional(node.version)),

@@ -7,7 +7,7 @@ import PostgresClient
 extension Status {
     /// Drift among the reachable members (a node that has not joined may
     /// lack the tables: join creates them); a node whose catalog cannot be
-    /// read is left out (reported in debug output).
+    /// read gets an `unread` problem per table (health unknown).
     func drift(_ view: MeshView, nodes: [NodeStatus], connections: Connections) -> [DriftProblem] {
         let config = view.config
         let members = Set(view.members)
@@ -20,16 +20,24 @@ extension Status {
         let tables = resolveTables(config.mesh.tables, existing: existing.map(\.1)).tables
         let toRead = MeshDrift.tablesToRead(config: config, tables: tables)
         var facts: [(name: String, facts: DriftFacts)] = []
+        var unread: [DriftProblem] = []
         for (name, _) in existing {
             guard let connection = connections[name] else { continue }
             do {
                 facts.append((name, DriftFacts(columns: try Catalog.tableColumns(connection, toRead),
                                                registry: try Catalog.conflictRegistry(connection) ?? [:])))
             } catch {
-                context.console.debug("drift: cannot read the columns on \(name): \(error)")
+                // Unchecked is not the same as equal: every table's drift on this node is unknown.
+                let pgError = error as? PGError
+                let message = context.console.redact(pgError?.message ?? "\(error)")
+                let fix = pgError?.sqlState == "42501"
+                    ? "give the role in \(name)'s dsn the rights in docs/security.md (\"A role for status and monitoring\")"
+                    : "run `mmlite status` again; if it persists, look in \(name)'s server log"
+                unread += tables.map { DriftProblem(table: $0, node: name, kind: "unread", health: .unknown,
+                                                    message: "\($0.sql) could not be compared on \(name): \(message)", fix: fix) }
             }
         }
-        return MeshDrift.problems(config: config, tables: tables, nodes: facts, members: members)
+        return MeshDrift.problems(config: config, tables: tables, nodes: facts, members: members) + unread
     }
 
     static func driftJSON(_ problems: [DriftProblem]) -> JSON {

@@ -30,9 +30,20 @@ struct UnprivilegedReadTests {
         let denied = mesh.mmlite(["status"])
         #expect(denied.out.contains("n1: connected, but cannot read its state: permission denied") && denied.out.contains("UNREADABLE"), "\(denied)")
         #expect(mesh.mmlite(["status", "--check"]).code == 2)
+        let deniedJSON = (try? JSONSerialization.jsonObject(with: Data(mesh.mmlite(["status", "--format", "json"]).out.utf8))) as? [String: Any]
+        #expect((deniedJSON?["nodes"] as? [[String: Any]] ?? []).map { [$0["reachable"] as? Bool, $0["connected"] as? Bool] } == [[false, true], [false, true]])
         let doctorDenied = mesh.mmlite(["doctor"])
         #expect(doctorDenied.out.contains("connected as watcher, but reading the node's state failed: permission denied"), "\(doctorDenied)")
         #expect(!doctorDenied.out.contains("cannot connect"), "\(doctorDenied)")
+
+        // Every grant but mmlite.conflict_tables': drift cannot be judged there, and status says so
+        // (it said "not installed" for every opted-in table before).
+        for index in 1...2 { try mesh[index].execute("GRANT USAGE ON SCHEMA mmlite TO watcher; GRANT SELECT ON mmlite.sequence_offsets TO watcher") }
+        let partial = mesh.mmlite(["status", "--format", "json"])
+        let partialDrift = ((try? JSONSerialization.jsonObject(with: Data(partial.out.utf8))) as? [String: Any])?["drift"] as? [[String: Any]] ?? []
+        #expect(partialDrift.count == 4 && partialDrift.allSatisfy { $0["kind"] as? String == "unread" && $0["state"] as? String == "unknown" },
+                "\(partial)")
+        #expect(!partial.out.contains("not installed"), "\(partial)")
 
         for index in 1...2 { try mesh[index].execute(ReadOnlyRole.grants(role: "watcher")) }
         let status = mesh.mmlite(["status", "--format", "json"])
