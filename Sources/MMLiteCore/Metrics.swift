@@ -178,7 +178,7 @@ public struct MetricsSnapshot: Sendable {
         }
         let states: [Health] = [.ok, .warning, .critical, .unknown]
         return [
-            nodeSeries("mmlite_node_up", "1 if the node answered this scrape, 0 if not (connection refused, timed out or failed).") { $0.up ? 1 : 0 },
+            nodeSeries("mmlite_node_up", "1 if the node answered this scrape and its state was read, 0 if not (connection refused, timed out or failed, or a read the role may not make).") { $0.up ? 1 : 0 },
             MetricFamily("mmlite_node_server_info", .gauge, "Always 1 for a node that answered; the server_version label is its PostgreSQL version.",
                          samples: nodes.compactMap { entry in entry.serverVersion.map { .init(node(entry) + [.init("server_version", $0)], 1) } }),
             nodeSeries("mmlite_node_server_version_number", "The node's server_version_num (e.g. 150020 for 15.20).") { $0.serverVersionNumber.map { Double($0) } },

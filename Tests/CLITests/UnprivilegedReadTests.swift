@@ -30,6 +30,7 @@ struct UnprivilegedReadTests {
         let denied = mesh.mmlite(["status"])
         #expect(denied.out.contains("n1: connected, but cannot read its state: permission denied") && denied.out.contains("UNREADABLE"), "\(denied)")
         #expect(mesh.mmlite(["status", "--check"]).code == 2)
+        #expect(mesh.mmlite(["metrics"]).out.contains("mmlite_node_up{mesh=\"shop\",node=\"n1\"} 0"))
         let deniedJSON = (try? JSONSerialization.jsonObject(with: Data(mesh.mmlite(["status", "--format", "json"]).out.utf8))) as? [String: Any]
         #expect((deniedJSON?["nodes"] as? [[String: Any]] ?? []).map { [$0["reachable"] as? Bool, $0["connected"] as? Bool] } == [[false, true], [false, true]])
         let doctorDenied = mesh.mmlite(["doctor"])
