@@ -53,3 +53,13 @@ final class Connections {
 
     var unreachable: [String] { config.nodes.map(\.name).filter { open[$0] == nil } }
 }
+
+extension Console {
+    /// A failure after connecting, masked: nil when the connection itself
+    /// broke (that stays a connection error), else what the read could not do.
+    func readError(_ error: Error) -> ReadError? {
+        guard let pgError = error as? PGError else { return ReadError(message: redact("\(error)"), sqlState: nil) }
+        if pgError.kind == .connection { return nil }
+        return ReadError(message: redact(pgError.message), sqlState: SQLState(pgError.sqlState))
+    }
+}

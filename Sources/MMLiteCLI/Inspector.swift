@@ -53,12 +53,7 @@ struct Inspector {
     /// A failure after connecting: a read the role may not make (or that
     /// failed otherwise) is a read error; a broken connection stays a connection error.
     func record(_ error: Error, in facts: inout NodeFacts) {
-        let pgError = error as? PGError
-        if pgError?.kind == .connection {
-            facts.connectionError = describe(error)
-        } else {
-            facts.readError = ReadError(message: describe(error), missingPrivilege: pgError?.sqlState == "42501")
-        }
+        if let read = console.readError(error) { facts.readError = read } else { facts.connectionError = describe(error) }
     }
 
     func describe(_ error: Error) -> String {

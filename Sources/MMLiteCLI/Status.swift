@@ -108,11 +108,12 @@ struct Status {
             return (status, state)
         } catch {
             // Connected: a failure here is a read the role may not make (or a broken connection), not an unreachable server.
-            let pgError = error as? PGError
-            let message = context.console.redact(pgError?.message ?? "\(error)")
-            status.unreadable = pgError?.kind != .connection
-            status.error = pgError?.kind == .connection ? message
-                : "connected, but cannot read its state: \(message)\(pgError?.sqlState == "42501" ? " (give the role in its dsn the rights in docs/security.md)" : "")"
+            if let read = context.console.readError(error) {
+                status.unreadable = true
+                status.error = "connected, but cannot read its state: \(read.message)\(read.missingPrivilege ? " (give the role in its dsn the rights in docs/security.md)" : "")"
+            } else {
+                status.error = context.console.redact((error as? PGError)?.message ?? "\(error)")
+            }
             return (status, nil)
         }
     }

@@ -28,9 +28,9 @@ extension Status {
                                                registry: try Catalog.conflictRegistry(connection) ?? [:])))
             } catch {
                 // Unchecked is not the same as equal: every table's drift on this node is unknown.
-                let pgError = error as? PGError
-                let message = context.console.redact(pgError?.message ?? "\(error)")
-                let fix = pgError?.sqlState == "42501"
+                let read = context.console.readError(error)
+                let message = read?.message ?? context.console.redact((error as? PGError)?.message ?? "\(error)")
+                let fix = read?.missingPrivilege == true
                     ? "give the role in \(name)'s dsn the rights in docs/security.md (\"A role for status and monitoring\")"
                     : "run `mmlite status` again; if it persists, look in \(name)'s server log"
                 unread += tables.map { DriftProblem(table: $0, node: name, kind: "unread", health: .unknown,

@@ -143,11 +143,14 @@ extension MeshView {
 
 /// Why reading a connected node's facts failed.
 public struct ReadError: Sendable, Equatable {
+    /// The server's message (masked).
     public var message: String
-    /// SQLSTATE 42501 (insufficient_privilege): the role lacks a right, the server is fine.
-    public var missingPrivilege: Bool
-    public init(message: String, missingPrivilege: Bool) {
+    public var sqlState: SQLState?
+    public init(message: String, sqlState: SQLState?) {
         self.message = message
-        self.missingPrivilege = missingPrivilege
+        self.sqlState = sqlState
     }
+
+    /// The role lacks a right; the server is fine.
+    public var missingPrivilege: Bool { sqlState == .insufficientPrivilege }
 }

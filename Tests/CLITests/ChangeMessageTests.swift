@@ -123,10 +123,9 @@ struct ChangeMessageTests {
     }
 }
 
-/// Every installation in `MMLITE_PG_CONFIGS`: the decoder's tuple handling
-/// differs by major (13–16 and 17+), and the mesh uses mmlite slots
-/// (`filter = "mmlite"`) on all of them.
-let changeMessageInstallations: [PGInstallation] = (try? PGInstallation.fromEnvironment()) ?? []
+/// Every installation: the decoder's tuple handling differs by major (13–16
+/// and 17+), and the mesh uses mmlite slots (`filter = "mmlite"`) on all of them.
+let changeMessageInstallations = everyInstallation
 
 extension TestMesh {
     /// Node `index`'s mesh slots being decoded right now.
@@ -148,7 +147,7 @@ extension TestMesh {
 /// Builds mmlite.so for `pg` with extra C defines into `scratch` (the
 /// repository's Makefile, its own scratch folder).
 func buildPlugin(_ pg: PGInstallation, scratch: String, defines: [String]) throws {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let root = repositoryFile("").path
     let make = Process()
     make.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     make.arguments = ["make", "-s", "-C", root, "PG_CONFIG=\(pg.pgConfig)", "PLUGIN_SCRATCH=\(scratch)",

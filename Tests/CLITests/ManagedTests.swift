@@ -495,9 +495,7 @@ struct ManagedTests {
 
     @Test("docs/security.md quotes the role set-up exactly as these tests run it")
     func docsQuoteTheSetup() throws {
-        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("docs/security.md")
-        let text = try String(contentsOf: docs, encoding: .utf8)
+        let text = try String(contentsOf: repositoryFile("docs/security.md"), encoding: .utf8)
         #expect(text.contains(ManagedSetup.documented), "docs/security.md lacks, verbatim:\n\(ManagedSetup.documented)")
     }
 

@@ -140,8 +140,7 @@ struct MonitoringTests {
 
     @Test("the alert rules in docs/monitoring pass promtool check rules and their unit tests (promtool test rules)")
     func alertRules() throws {
-        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("docs/monitoring").path
+        let folder = repositoryFile("docs/monitoring").path
         let (check, checkOutput) = try spawnAndWait([promtoolBinary, "check", "rules", folder + "/mmlite-alerts.yml"])
         #expect(check == 0, "\(checkOutput)")
         #expect(checkOutput.contains("SUCCESS: 8 rules found"), "\(checkOutput)")

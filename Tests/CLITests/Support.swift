@@ -19,6 +19,16 @@ let installation: PGInstallation? = {
     }
 }()
 
+/// Every installation in `MMLITE_PG_CONFIGS` (13–18 under scripts/test), for
+/// suites whose subject differs by major.
+let everyInstallation: [PGInstallation] = (try? PGInstallation.fromEnvironment()) ?? []
+
+/// A file of this repository, e.g. "docs/security.md".
+func repositoryFile(_ path: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(path)
+}
+
 let testSchema = """
 CREATE TABLE public.departments (id int PRIMARY KEY, name text NOT NULL);
 CREATE TABLE public.users (id bigint PRIMARY KEY, name text NOT NULL, department_id int);

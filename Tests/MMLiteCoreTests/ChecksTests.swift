@@ -112,13 +112,13 @@ struct ChecksTests {
     func unreadable() throws {
         var n3 = healthyFacts("n3")
         n3.role = "watcher"
-        n3.readError = ReadError(message: "permission denied for schema mmlite", missingPrivilege: true)
+        n3.readError = ReadError(message: "permission denied for schema mmlite", sqlState: .insufficientPrivilege)
         let results = try run([healthyFacts("n1"), healthyFacts("n2"), n3]).filter { $0.node == "n3" }
         #expect(results.count == 1)
         #expect(results[0].status == .failure)
         #expect(results[0].message == "connected as watcher, but reading the node's state failed: permission denied for schema mmlite")
         #expect(results[0].fix?.contains("docs/security.md") == true && results[0].fix?.contains("pg_hba") == false)
-        n3.readError?.missingPrivilege = false
+        n3.readError?.sqlState = SQLState(rawValue: "XX000")
         let other = try run([healthyFacts("n1"), healthyFacts("n2"), n3]).filter { $0.node == "n3" }
         #expect(other.first?.fix?.contains("server's log") == true)
     }
