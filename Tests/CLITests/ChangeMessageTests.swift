@@ -74,12 +74,17 @@ struct ChangeMessageTests {
                 "each walsender logs each of the 4 forged messages")
 
         // A slot of another plugin (pgoutput, as a table sync or an origin = none link uses) gets rows.
+        // One session writes before, while and after: capture's answer lasts one transaction only.
+        let writer = try mesh[2].connect()
+        defer { writer.close() }
+        try writer.execute("UPDATE public.accounts SET balance = 21 WHERE id = 2")
+        #expect(try mesh.storedChanges(2) == 0, "n2 sends change messages")
         try mesh[2].execute("SELECT pg_create_logical_replication_slot('other_plugin', 'pgoutput')")
-        try mesh[2].execute("UPDATE public.accounts SET balance = 22 WHERE id = 2")
+        try writer.execute("UPDATE public.accounts SET balance = 22 WHERE id = 2")
         #expect(try mesh.storedChanges(2) == 1, "n2 stores its change row while a pgoutput slot exists")
         mesh.expectEverywhere("2:new decoder:22", where: "id = 2")
         try mesh[2].execute("SELECT pg_drop_replication_slot('other_plugin')")
-        try mesh[2].execute("UPDATE public.accounts SET balance = 23 WHERE id = 2")
+        try writer.execute("UPDATE public.accounts SET balance = 23 WHERE id = 2")
         #expect(try mesh.storedChanges(2) == 1, "and messages again once it is gone")
         mesh.expectEverywhere("2:new decoder:23", where: "id = 2")
 

@@ -342,6 +342,12 @@ struct ConflictTests {
             """)
         try app.execute("INSERT INTO public.accounts VALUES (20, 'app', 0)")
         mesh.expectEverywhere("0:a:11,1:behind:12,20:app:0", where: "true")
+        // An upsert fires the insert and the update trigger, one over an empty transition table: a new key, then an existing one.
+        for (key, balance) in [(21, 1), (20, 2)] {
+            try app.execute("INSERT INTO public.accounts VALUES (\(key), 'upsert', \(balance)) ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, balance = EXCLUDED.balance")
+        }
+        #expect(try n1.scalar("SELECT string_agg(id || ':' || op, ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\" WHERE id >= 20") == "20:update,21:insert")
+        mesh.expectEverywhere("0:a:11,1:behind:12,20:upsert:2,21:upsert:1", where: "true")
         #expect(try mesh.conflictCount(1) + mesh.conflictCount(2) + mesh.conflictCount(3) == 0, "causal writes are not conflicts")
     }
 

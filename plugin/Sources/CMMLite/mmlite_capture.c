@@ -667,6 +667,13 @@ mmlite_capture_change(PG_FUNCTION_ARGS)
 		!columns_as_installed(target, RelationGetDescr(user_rel)) || !clock_offset(&offset) ||
 		!may_write(target))
 		return mmlite_call_trigger_function(&target->fallback, fcinfo);
+	/*
+	 * A statement that wrote no row has nothing to capture: the half of an
+	 * INSERT ... ON CONFLICT DO UPDATE that did not happen fires its trigger
+	 * over an empty transition table.
+	 */
+	if (tuplestore_tuple_count(rows) == 0)
+		PG_RETURN_POINTER(NULL);
 
 	/* As SPI does before a statement: our writes follow the user's. */
 	CommandCounterIncrement();
