@@ -112,11 +112,17 @@ struct Catalog {
         // everyone); naming the column without the privilege fails the whole
         // query. pg_stat_subscription (a view owned by the superuser) lists
         // every subscription with its subid in every major, by name across all
-        // databases: a name found with two oids is left without one.
+        // databases. The same name in two databases gives two oids: the one
+        // with tables in this database's pg_subscription_rel (readable by
+        // everyone) is this database's; a name still left with two has none.
         let oidReadable = try connection.query(
             "SELECT pg_catalog.has_column_privilege('pg_catalog.pg_subscription', 'oid', 'SELECT') AS readable").first?.bool("readable") ?? false
         let oid = oidReadable ? "s.oid" : """
-            (SELECT CASE WHEN count(DISTINCT x.subid) = 1 THEN min(x.subid) END FROM pg_catalog.pg_stat_subscription x WHERE x.subname = s.subname)
+            (SELECT CASE WHEN count(DISTINCT x.subid) = 1 THEN min(x.subid)
+                         ELSE (SELECT CASE WHEN count(DISTINCT r.srsubid) = 1 THEN min(r.srsubid) END
+                               FROM pg_catalog.pg_subscription_rel r
+                               WHERE r.srsubid IN (SELECT y.subid FROM pg_catalog.pg_stat_subscription y WHERE y.subname = s.subname)) END
+             FROM pg_catalog.pg_stat_subscription x WHERE x.subname = s.subname)
             """
         let result = try connection.query("""
             SELECT s.subid::text AS oid, s.subname::text AS name, s.subenabled AS enabled, s.subslotname::text AS slot_name,

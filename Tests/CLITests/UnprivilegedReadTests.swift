@@ -61,6 +61,15 @@ struct UnprivilegedReadTests {
         #expect(doctor.out.contains("connected to postgres as watcher"), "\(doctor)")
         // A role that may not create objects gets doctor's privilege findings; nothing it may read is misread.
         #expect(!doctor.out.contains("reading the node's state failed") && !doctor.out.contains("is not installed here"), "\(doctor)")
+
+        // A subscription of the same name in another database of n2's cluster (13 shows this role
+        // subscription oids only by name, across databases): the mesh's link is still found running.
+        try mesh[2].execute("CREATE DATABASE other")
+        try mesh[2].execute("CREATE SUBSCRIPTION mmlite_shop_from_n1 CONNECTION 'dbname=none' PUBLICATION p WITH (connect = false)", database: "other")
+        #expect(try mesh[2].scalar("SELECT count(*) FROM pg_stat_subscription WHERE subname = 'mmlite_shop_from_n1'") == "2")
+        let twice = mesh.mmlite(["status", "--format", "json"])
+        let twiceSummary = ((try? JSONSerialization.jsonObject(with: Data(twice.out.utf8))) as? [String: Any])?["summary"] as? [String: Any]
+        #expect(twice.code == 0 && twiceSummary?["links_ok"] as? Int == 2, "\(twice)")
     }
 
     @Test("docs/security.md quotes the monitoring role's grants exactly as this suite runs them")
