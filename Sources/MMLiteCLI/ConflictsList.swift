@@ -42,7 +42,7 @@ struct ConflictsList {
                 entries += result.named.map { Entry(node: name, row: $0) }
             } catch {
                 failed += 1
-                console.error("mmlite: warning: cannot read \(name)'s conflict log: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
+                console.error("mmlite: warning: cannot read \(name)'s conflict log: \(console.message(of: error))")
             }
         }
         guard failed < reachable.count else { throw CLIError(.unavailable, "no node's conflict log could be read") }
@@ -135,7 +135,7 @@ struct ConflictsPrune {
             } catch {
                 _ = try? connection.execute("ROLLBACK")
                 problems += 1
-                console.error("mmlite: \(node.name): prune failed: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
+                console.error("mmlite: \(node.name): prune failed: \(console.message(of: error))")
             }
         }
         if problems == 0 { return .ok }

@@ -55,11 +55,16 @@ final class Connections {
 }
 
 extension Console {
+    /// What went wrong, masked: the server's message for a PostgreSQL error.
+    func message(of error: Error) -> String {
+        redact((error as? PGError)?.message ?? "\(error)")
+    }
+
     /// A failure after connecting, masked: nil when the connection itself
     /// broke (that stays a connection error), else what the read could not do.
     func readError(_ error: Error) -> ReadError? {
-        guard let pgError = error as? PGError else { return ReadError(message: redact("\(error)"), sqlState: nil) }
-        if pgError.kind == .connection { return nil }
-        return ReadError(message: redact(pgError.message), sqlState: SQLState(pgError.sqlState))
+        let pgError = error as? PGError
+        if pgError?.kind == .connection { return nil }
+        return ReadError(message: message(of: error), sqlState: SQLState(pgError?.sqlState))
     }
 }

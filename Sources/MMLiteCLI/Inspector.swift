@@ -56,10 +56,7 @@ struct Inspector {
         if let read = console.readError(error) { facts.readError = read } else { facts.connectionError = describe(error) }
     }
 
-    func describe(_ error: Error) -> String {
-        if let error = error as? PGError { return console.redact(error.message) }
-        return console.redact("\(error)")
-    }
+    func describe(_ error: Error) -> String { console.message(of: error) }
 
     /// Version, role, privileges, settings and tables of a node.
     private func basics(_ facts: inout NodeFacts, _ connection: PGConnection) throws {

@@ -125,7 +125,7 @@ public struct MetricsCollector: Sendable {
         do {
             connection = try Connections.connect(node.dsn, connectTimeout: max(1, Int(timeout.rounded(.up))))
         } catch {
-            observation.finish(error: console.redact((error as? PGError)?.message ?? "\(error)"), seconds: Date().timeIntervalSince(begin))
+            observation.finish(error: console.message(of: error), seconds: Date().timeIntervalSince(begin))
             return
         }
         // From here a collector that stops waiting shuts the socket down, which ends any wait on the server.
@@ -142,7 +142,7 @@ public struct MetricsCollector: Sendable {
                 }) ?? []
             }
         } catch {
-            failure = console.redact((error as? PGError)?.message ?? "\(error)")
+            failure = console.message(of: error)
         }
         let seconds = Date().timeIntervalSince(begin)
         let kept = failure == nil && nodeStatus != nil

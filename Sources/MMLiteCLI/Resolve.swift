@@ -182,7 +182,7 @@ struct Resolve {
         guard let publisherNode = config.node(named: candidate.peer) else { return .failure }
         let publisher: PGConnection
         do { publisher = try Connections.connect(publisherNode.dsn) } catch {
-            console.error("mmlite: \(candidate.peer) -> \(node): publisher \(candidate.peer) is unreachable: \(console.redact((error as? PGError)?.message ?? "\(error)"))")
+            console.error("mmlite: \(candidate.peer) -> \(node): publisher \(candidate.peer) is unreachable: \(console.message(of: error))")
             return .unavailable
         }
         defer { publisher.close() }
@@ -224,7 +224,7 @@ struct Resolve {
             case .finish: break
             }
         } catch {
-            return .failed(console.redact((error as? PGError)?.message ?? "\(error)"))
+            return .failed(console.message(of: error))
         }
         return .done
     }
@@ -239,7 +239,7 @@ struct Resolve {
             } catch is SlotPeek.Busy {
                 return false
             } catch {
-                result = .failed(console.redact((error as? PGError)?.message ?? "\(error)"))
+                result = .failed(console.message(of: error))
             }
             return true
         }

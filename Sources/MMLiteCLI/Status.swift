@@ -112,7 +112,7 @@ struct Status {
                 status.unreadable = true
                 status.error = "connected, but cannot read its state: \(read.message)\(read.missingPrivilege ? " (give the role in its dsn the rights in docs/security.md)" : "")"
             } else {
-                status.error = context.console.redact((error as? PGError)?.message ?? "\(error)")
+                status.error = context.console.message(of: error)
             }
             return (status, nil)
         }

@@ -29,7 +29,7 @@ extension Status {
             } catch {
                 // Unchecked is not the same as equal: every table's drift on this node is unknown.
                 let read = context.console.readError(error)
-                let message = read?.message ?? context.console.redact((error as? PGError)?.message ?? "\(error)")
+                let message = context.console.message(of: error)
                 let fix = read?.missingPrivilege == true
                     ? "give the role in \(name)'s dsn the rights in docs/security.md (\"A role for status and monitoring\")"
                     : "run `mmlite status` again; if it persists, look in \(name)'s server log"
