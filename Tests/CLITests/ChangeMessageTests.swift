@@ -74,7 +74,7 @@ struct ChangeMessageTests {
                 "each walsender logs each of the 4 forged messages")
 
         // A slot of another plugin (pgoutput, as a table sync or an origin = none link uses) gets rows.
-        // One session writes before, while and after: capture's answer lasts one transaction only.
+        // One session writes before, while and after: capture asks at every statement, not once per session.
         let writer = try mesh[2].connect()
         defer { writer.close() }
         try writer.execute("UPDATE public.accounts SET balance = 21 WHERE id = 2")

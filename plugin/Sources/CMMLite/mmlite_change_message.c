@@ -32,7 +32,6 @@
 #include "access/heaptoast.h"
 #include "access/htup_details.h"
 #include "access/tupmacs.h"
-#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "replication/logical.h"
@@ -84,29 +83,8 @@ decoder_announced(int pid)
 	return false;
 }
 
-/*
- * The answer for the current transaction, once found. Asking again at every
- * statement would not be safer: a slot created after the first answer cannot
- * decode this transaction (its snapshot waits for it), and a decoder that
- * changes after any answer was always a race (docs/conflicts.md).
- */
-typedef enum DecodedAnswer
-{
-	DECODED_UNKNOWN,
-	DECODED_YES,
-	DECODED_NO
-} DecodedAnswer;
-static DecodedAnswer decoded_answer = DECODED_UNKNOWN;
-static bool decoded_callback_registered = false;
-
-static void
-forget_decoded_answer(XactEvent event, void *arg)
-{
-	decoded_answer = DECODED_UNKNOWN;
-}
-
-static bool
-change_messages_decoded_now(void)
+bool
+mmlite_change_messages_decoded(void)
 {
 	int		   *pids = palloc(Max(max_replication_slots, 1) * sizeof(int));
 	int			npids = 0;
@@ -133,22 +111,6 @@ change_messages_decoded_now(void)
 		ok = decoder_announced(pids[i]);
 	pfree(pids);
 	return ok;
-}
-
-bool
-mmlite_change_messages_decoded(void)
-{
-	if (decoded_answer == DECODED_UNKNOWN)
-	{
-		if (!decoded_callback_registered)
-		{
-			/* Every end of a transaction forgets the answer (commit, abort, prepare). */
-			RegisterXactCallback(forget_decoded_answer, NULL);
-			decoded_callback_registered = true;
-		}
-		decoded_answer = change_messages_decoded_now() ? DECODED_YES : DECODED_NO;
-	}
-	return decoded_answer == DECODED_YES;
 }
 
 void

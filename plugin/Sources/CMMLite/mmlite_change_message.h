@@ -8,7 +8,7 @@
  * entries and their later pruning are saved.
  *
  * Only safe when whatever decodes this database's WAL turns the messages back
- * into rows; mmlite_change_messages_decoded() checks that once per transaction.
+ * into rows; mmlite_change_messages_decoded() checks that per statement.
  * Not under include/: Swift does not see it.
  */
 #ifndef MMLITE_CHANGE_MESSAGE_H
