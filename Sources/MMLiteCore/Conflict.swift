@@ -561,6 +561,20 @@ public enum ConflictSQL {
                         existed := FOUND;
                     END IF;
                 END IF;
+                IF NOT existed AND NEW.mm_op = 'delete' THEN
+                    -- No user row to lock: a local write of the key in flight (an
+                    -- insert, or a delete and re-insert) is invisible here, and its
+                    -- capture holds the version row. Take the version row (a key
+                    -- without one gets this delete's tombstone, which a capture in
+                    -- flight then builds on), then look at the user row again.
+                    INSERT INTO \(versions) AS v (\(keyList), v_ms, v_counter, v_node, op)
+                    VALUES (\(values("NEW", keys)), NEW.mm_v_ms, NEW.mm_v_counter, NEW.mm_node, NEW.mm_op)
+                    ON CONFLICT (\(keyList)) DO NOTHING;
+                    IF FOUND THEN RETURN NULL; END IF;
+                    PERFORM FROM \(versions) v WHERE \(match("v", "NEW")) FOR UPDATE;
+                    PERFORM FROM \(user) t WHERE \(match("t", "NEW")) FOR UPDATE;
+                    existed := FOUND;
+                END IF;
                 SELECT v.v_ms, v.v_counter, v.v_node, v.op, v.life_ms, v.life_counter, v.life_node
                     INTO c_ms, c_counter, c_node, c_op, l_ms, l_counter, l_node
                     FROM \(versions) v WHERE \(match("v", "NEW")) FOR UPDATE;

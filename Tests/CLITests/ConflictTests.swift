@@ -437,7 +437,7 @@ struct ConflictTests {
             }
             #expect(mesh.quiesce(), "seed \(seed): every link caught up")
             let prints = try mesh.clusters.map { try $0.fingerprint(of: "public.accounts") }
-            #expect(Set(prints).count == 1, "seed \(seed): \(prints)")
+            #expect(Set(prints).count == 1, "seed \(seed): \(prints)\n\(divergenceReport(mesh.clusters, table: "public.accounts"))")
         }
         #expect(allWrites > 300)
         let versions = try mesh.clusters.map { try $0.scalar("SELECT string_agg(id || ':' || v_ms || '.' || v_counter || v_node || op, ',' ORDER BY id) FROM mmlite.\"public.accounts$versions\"") }

@@ -185,6 +185,48 @@ struct DeltaTests {
     }
 }
 
+extension DeltaTests {
+    @Test("an arriving delete that waits for a local delete-and-re-insert of its key in flight (clock 10 s behind, so the delete is newer) deletes the re-inserted row: both nodes end without it, on the delta table and on a plain last-update-wins table", arguments: [ConflictApply.auto, .sql])
+    func deleteWaitsForReinsert(_ apply: ConflictApply) throws {
+        let schema = counterSchema + "\nCREATE TABLE public.accounts (id int PRIMARY KEY, owner text, balance int);"
+        let mesh = try TestMesh(2, schema: [1: schema, 2: schema])
+        try mesh.writeConfig(tables: ["public.counters", "public.accounts"], extraNodes: """
+
+            [tables."public.counters"]
+            conflicts = "last-update-wins"
+            delta_columns = ["n"]
+
+            [tables."public.accounts"]
+            conflicts = "last-update-wins"
+
+            """, meshSettings: "conflict_apply = \"\(apply.rawValue)\"")
+        let applied = mesh.mmlite(["apply"])
+        try #require(applied.code == 0, "\(applied)")
+        for table in ["public.counters", "public.accounts"] {
+            try mesh[1].execute("INSERT INTO \(table) VALUES (1, 'n1', 10)")
+            #expect(waitUntil(timeout: 30) { try mesh[2].scalar("SELECT count(*) FROM \(table)") == "1" }, "\(table): the insert arrived")
+            try mesh.setReceiving(2, false)
+            try mesh[1].execute("DELETE FROM \(table) WHERE id = 1")
+            // n2, 10 s behind: deletes and re-inserts the key; its versions are older than n1's delete.
+            let local = try mesh[2].connect()
+            defer { local.close() }
+            try local.execute("BEGIN; SET LOCAL mmlite.clock_offset_ms = -10000; DELETE FROM \(table) WHERE id = 1; INSERT INTO \(table) VALUES (1, 'n2 again', 5)")
+            try mesh.setReceiving(2, true)
+            // The apply worker reaches the key and waits for the local transaction.
+            let waiting = waitUntil(timeout: 30) {
+                try mesh[2].scalar("SELECT count(*) FROM pg_locks l JOIN pg_stat_subscription s ON s.pid = l.pid WHERE NOT l.granted") != "0"
+            }
+            try #require(waiting, "\(table): n2's apply worker waits for the local transaction")
+            try local.execute("COMMIT")
+            #expect(mesh.quiesce(), "\(table): every link caught up")
+            let contents = try (1...2).map { try mesh[$0].scalar("SELECT count(*) FROM \(table) WHERE id = 1") }
+            #expect(contents == ["0", "0"], "\(table): n1's delete is the newest version of key 1 on both nodes: \(contents)\n\(divergenceReport(mesh.clusters, table: table))")
+            #expect(try mesh.conflictCount(2, where: "table_name = '\(table)'") > 0, "\(table): n2 logged the re-insert it lost")
+        }
+        #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+    }
+}
+
 /// Three writers at once (node 3's clock 3 s behind), each `operations` random
 /// statements on keys 1...8: increments (alone or with the note), note
 /// updates, deletes, inserts. Returns per node (1-based) how many increments

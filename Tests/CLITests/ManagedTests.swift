@@ -352,7 +352,7 @@ struct ManagedTests {
             }
             #expect(mesh.quiesce(members), "seed \(seed): every link caught up")
             let prints = try mesh.fingerprints("public.accounts", members)
-            #expect(Set(prints).count == 1, "seed \(seed): \(prints)")
+            #expect(Set(prints).count == 1, "seed \(seed): \(prints)\n\(divergenceReport(members.map { mesh[$0] }, table: "public.accounts"))")
         }
         let conflicts = try mesh.conflictCount(members)
         #expect(conflicts > 0, "the cut-off phases produced conflicts, logged in mmlite.conflicts")
@@ -417,7 +417,7 @@ struct ManagedTests {
         for index in all { try mesh.setReceiving(index, members: all, true) }
         #expect(mesh.quiesce(all))
         let prints = try mesh.fingerprints("public.accounts", all)
-        #expect(Set(prints).count == 1, "\(prints)")
+        #expect(Set(prints).count == 1, "\(prints)\n\(divergenceReport(all.map { mesh[$0] }, table: "public.accounts"))")
         #expect(try mesh.conflictCount(all) > conflicts)
 
         // part n2.

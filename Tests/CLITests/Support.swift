@@ -166,3 +166,28 @@ func spawnAndWait(_ arguments: [String]) throws -> (Int32, String) {
     let status = child.wait()
     return (status, child.output)
 }
+
+/// What a failed convergence check needs to be diagnosed after the clusters
+/// are gone: per node, the rows of `table` whose `key` differs between nodes,
+/// with their version rows and logged conflicts (if the table is opted in).
+func divergenceReport(_ clusters: [Cluster], table: String, key: String = "id") -> String {
+    func rows(_ cluster: Cluster, _ sql: String) -> [String: [String]] {
+        let result = (try? cluster.execute(sql).rows) ?? []
+        return result.reduce(into: [:]) { $0[($1[0] ?? "?"), default: []].append($1[1] ?? "NULL") }
+    }
+    let contents = clusters.map { rows($0, "SELECT (to_jsonb(t)->>'\(key)'), to_jsonb(t)::text FROM \(table) t") }
+    let keys = Set(contents.flatMap(\.keys)).filter { key in Set(contents.map { $0[key] ?? [] }).count > 1 }.sorted()
+    guard !keys.isEmpty else { return "no differing \(key) in \(table)" }
+    let versions = "mmlite.\"\(table)$versions\""
+    var text = "differing \(key)s of \(table): \(keys.joined(separator: ", "))\n"
+    for cluster in clusters {
+        let versionRows = rows(cluster, "SELECT (to_jsonb(v)->>'\(key)'), to_jsonb(v)::text FROM \(versions) v")
+        let conflictRows = rows(cluster, "SELECT key->>'\(key)', to_jsonb(c)::text FROM mmlite.conflicts c WHERE table_name = '\(table)' ORDER BY id")
+        for key in keys {
+            text += "\(cluster.name) \(key): row \(contents[clusters.firstIndex { $0 === cluster }!][key] ?? [])\n"
+            text += "  version \(versionRows[key] ?? [])\n"
+            for conflict in conflictRows[key] ?? [] { text += "  conflict \(conflict)\n" }
+        }
+    }
+    return text
+}
