@@ -109,6 +109,9 @@ struct Apply {
         return .failure
     }
 
+    /// How often a step rolled back for a deadlock or serialization failure is tried.
+    static let attempts = 5
+
     /// Runs the steps in order; on a failure says what was done and what not, and the exit code.
     func execute(_ plan: Plan, connections: Connections) -> ExitStatus? {
         for (index, step) in plan.steps.enumerated() {
@@ -116,13 +119,23 @@ struct Apply {
             var failure: String? = nil
             var connectionLost = false
             if let connection = connections[step.node] ?? connections.reconnect(step.node) {
-                do {
-                    try connection.execute(step.sql)
-                } catch let error as PGError {
-                    failure = console.redact(error.description)
-                    connectionLost = error.kind == .connection || !connection.isOpen
-                } catch {
-                    failure = console.redact("\(error)")
+                // A step is one transaction: one PostgreSQL rolled back for a
+                // deadlock or a serialization failure is simply run again.
+                for attempt in 1...Self.attempts {
+                    do {
+                        try connection.execute(step.sql)
+                        failure = nil
+                        break
+                    } catch let error as PGError {
+                        failure = console.redact(error.description)
+                        connectionLost = error.kind == .connection || !connection.isOpen
+                        guard let state = SQLState(error.sqlState), state.isTransient, attempt < Self.attempts else { break }
+                        console.print("  [\(index + 1)/\(plan.steps.count)] \(step.node): \(console.redact(error.message)); running it again (attempt \(attempt + 1) of \(Self.attempts))")
+                        Thread.sleep(forTimeInterval: 0.2 * Double(attempt))
+                    } catch {
+                        failure = console.redact("\(error)")
+                        break
+                    }
                 }
             } else {
                 failure = "cannot connect to \(step.node)"

@@ -32,4 +32,14 @@ public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConver
     /// 25001 active_sql_transaction: a statement that runs only outside a
     /// transaction block (e.g. CREATE INDEX CONCURRENTLY).
     public static let activeSQLTransaction = SQLState(rawValue: "25001")
+    /// 40P01 deadlock_detected and 40001 serialization_failure: PostgreSQL
+    /// rolled the transaction back to let another one go on; running it again
+    /// is how the manual says to handle them (e.g. a re-install of conflict
+    /// handling meeting an apply worker that retries a stuck change).
+    public static let deadlockDetected = SQLState(rawValue: "40P01")
+    public static let serializationFailure = SQLState(rawValue: "40001")
+
+    /// Whether a statement that failed with this code, alone in its
+    /// transaction, may simply be run again.
+    public var isTransient: Bool { self == .deadlockDetected || self == .serializationFailure }
 }

@@ -20,7 +20,23 @@ extension TestMesh {
         try mesh.writeConflictConfig(policy: policy, apply: apply, filter: filter)
         let apply = mesh.mmlite(["apply"])
         guard apply.code == 0 else { throw HarnessError("apply failed: \(apply)") }
+        guard mesh.waitUntilSynced() else { throw HarnessError("the initial table copies did not finish") }
         return mesh
+    }
+
+    /// Waits until every subscribed table finished its initial copy: a copy's
+    /// slot (`pg_<sub>_sync_<rel>_<system>`) uses pgoutput, and while one exists capture stores change rows
+    /// instead of sending change messages (the safe fallback), which tests
+    /// counting messages must not meet.
+    func waitUntilSynced(timeout: Double = 60) -> Bool {
+        waitUntil(timeout: timeout) {
+            try clusters.allSatisfy { cluster in
+                try cluster.scalar("""
+                    SELECT (SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r')
+                         + (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pg\\_%\\_sync\\_%')
+                    """) == "0"
+            }
+        }
     }
 
     static func conflictMesh(_ conflictCase: ConflictCase) throws -> TestMesh {
@@ -262,7 +278,8 @@ struct ConflictTests {
         #expect(waitUntil(timeout: 30) { mesh.logErrors().contains { $0.contains("mmlite: conflict on public.accounts key {\"id\": 11}") } })
         #expect(try mesh.rows(1, where: "id = 11") == "11:e1:0", "n1 keeps its row while the link is stuck")
         try mesh.writeConflictConfig(policy: "last-update-wins")
-        #expect(mesh.mmlite(["apply"]).code == 0)
+        let toLastUpdateWins = mesh.mmlite(["apply"])
+        #expect(toLastUpdateWins.code == 0, "\(toLastUpdateWins)")
         mesh.expectEverywhere("11:e2:0", where: "id = 11")
         #expect(mesh.mmlite(["apply"]).out.contains("Nothing to do"))
 
@@ -414,6 +431,34 @@ struct ConflictTests {
         #expect(try mesh.conflictCount(2, where: "key = '{\"id\": 20}' AND kind = 'insert_insert' AND winner = 'local'") == 1)
         #expect(try mesh.conflictCount(1, where: "key = '{\"id\": 20}' AND kind = 'insert_insert' AND winner = 'remote'") == 1)
         #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
+    }
+
+    @Test("apply runs a step again that PostgreSQL rolled back for a deadlock: re-installing conflict handling takes the version table, then waits for the change table, which a transaction holds that then reads the version table (as an apply worker retrying a stuck change does)")
+    func applyRetriesDeadlock() throws {
+        let mesh = try TestMesh.conflictMesh()
+        let holder = try mesh[1].connect()
+        try holder.execute("BEGIN; LOCK TABLE mmlite.\"public.accounts$changes\" IN ROW EXCLUSIVE MODE")
+        try mesh.writeConflictConfig(policy: "keep-local")
+        let result = Unchecked(ResultBox())
+        let meshBox = Unchecked(mesh)
+        let done = DispatchSemaphore(value: 0)
+        Thread { result.value.run = meshBox.value.mmlite(["apply"]); done.signal() }.start()
+        let waiting = waitUntil(timeout: 30) {
+            try mesh[1].scalar("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'mmlite.\"public.accounts$changes\"'::regclass") == "1"
+        }
+        try #require(waiting, "apply waits for the change table on n1")
+        // The cycle: PostgreSQL's deadlock check (deadlock_timeout, 1 s) runs first in apply's
+        // backend, which waited first, and rolls its step back; the holder's read then goes on.
+        let reader = BackgroundStatement(holder, "SELECT count(*) FROM mmlite.\"public.accounts$versions\"")
+        #expect(reader.wait() && reader.succeeded, "the holder's read went on")
+        #expect(done.wait(timeout: .now() + 60) == .success, "apply finished")
+        let run = try #require(result.value.run)
+        #expect(run.code == 0, "\(run)")
+        #expect(run.out.contains("deadlock detected; running it again (attempt 2 of 5)"), "\(run)")
+        for index in 1...3 {
+            #expect(try mesh[index].scalar("SELECT policy FROM mmlite.conflict_tables WHERE table_name = 'public.accounts'") == "keep-local")
+        }
+        #expect(mesh.logErrors().count { $0.contains("deadlock detected") } == 1, "\(mesh.logErrors())")
     }
 
     @Test("random concurrent writers on the same keys, one clock 3 s behind, 5 seeds: every node converges and every lost version is in a conflict log; the same writes without opting in do not converge", arguments: conflictCases)
@@ -573,6 +618,11 @@ final class BackgroundStatement: @unchecked Sendable {
 
     /// Whether it finished within `timeout` seconds.
     func wait(timeout: Double = 30) -> Bool { finished.wait(timeout: .now() + timeout) == .success }
+}
+
+/// A run handed back from another thread.
+final class ResultBox: @unchecked Sendable {
+    var run: Run?
 }
 
 /// A small seeded generator (SplitMix64): the same seed, the same writes.

@@ -210,3 +210,13 @@ struct PluginFailureTests {
     }
 }
 
+
+@Suite("SQLSTATEs")
+struct SQLStateTests {
+    @Test("deadlock and serialization failure are worth running again; a privilege error, a missing table or no code are not")
+    func transient() {
+        #expect(SQLState("40P01")?.isTransient == true && SQLState("40001")?.isTransient == true)
+        #expect(SQLState("42501")?.isTransient == false && SQLState("42P01")?.isTransient == false && SQLState("40002")?.isTransient == false)
+        #expect(SQLState(nil) == nil)
+    }
+}
