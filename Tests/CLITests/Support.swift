@@ -180,11 +180,11 @@ func divergenceReport(_ clusters: [Cluster], table: String, key: String = "id") 
     guard !keys.isEmpty else { return "no differing \(key) in \(table)" }
     let versions = "mmlite.\"\(table)$versions\""
     var text = "differing \(key)s of \(table): \(keys.joined(separator: ", "))\n"
-    for cluster in clusters {
+    for (index, cluster) in clusters.enumerated() {
         let versionRows = rows(cluster, "SELECT (to_jsonb(v)->>'\(key)'), to_jsonb(v)::text FROM \(versions) v")
         let conflictRows = rows(cluster, "SELECT key->>'\(key)', to_jsonb(c)::text FROM mmlite.conflicts c WHERE table_name = '\(table)' ORDER BY id")
         for key in keys {
-            text += "\(cluster.name) \(key): row \(contents[clusters.firstIndex { $0 === cluster }!][key] ?? [])\n"
+            text += "\(cluster.name) \(key): row \(contents[index][key] ?? [])\n"
             text += "  version \(versionRows[key] ?? [])\n"
             for conflict in conflictRows[key] ?? [] { text += "  conflict \(conflict)\n" }
         }
