@@ -186,7 +186,7 @@ struct DeltaTests {
 }
 
 extension DeltaTests {
-    @Test("an arriving delete that waits for a local delete-and-re-insert of its key in flight (clock 10 s behind, so the delete is newer) deletes the re-inserted row: both nodes end without it, on the delta table and on a plain last-update-wins table", arguments: [ConflictApply.auto, .sql])
+    @Test("an arriving delete or update that waits for a local delete-and-re-insert of its key in flight (clock 10 s behind, so the arriving change is newer) decides against the re-inserted row: a delete removes it, an update replaces it; both nodes end alike, on the delta table and on a plain last-update-wins table", arguments: [ConflictApply.auto, .sql])
     func deleteWaitsForReinsert(_ apply: ConflictApply) throws {
         let schema = counterSchema + "\nCREATE TABLE public.accounts (id int PRIMARY KEY, owner text, balance int);"
         let mesh = try TestMesh(2, schema: [1: schema, 2: schema])
@@ -202,26 +202,36 @@ extension DeltaTests {
             """, meshSettings: "conflict_apply = \"\(apply.rawValue)\"")
         let applied = mesh.mmlite(["apply"])
         try #require(applied.code == 0, "\(applied)")
-        for table in ["public.counters", "public.accounts"] {
-            try mesh[1].execute("INSERT INTO \(table) VALUES (1, 'n1', 10)")
-            #expect(waitUntil(timeout: 30) { try mesh[2].scalar("SELECT count(*) FROM \(table)") == "1" }, "\(table): the insert arrived")
-            try mesh.setReceiving(2, false)
-            try mesh[1].execute("DELETE FROM \(table) WHERE id = 1")
-            // n2, 10 s behind: deletes and re-inserts the key; its versions are older than n1's delete.
-            let local = try mesh[2].connect()
-            defer { local.close() }
-            try local.execute("BEGIN; SET LOCAL mmlite.clock_offset_ms = -10000; DELETE FROM \(table) WHERE id = 1; INSERT INTO \(table) VALUES (1, 'n2 again', 5)")
-            try mesh.setReceiving(2, true)
-            // The apply worker reaches the key and waits for the local transaction.
-            let waiting = waitUntil(timeout: 30) {
-                try mesh[2].scalar("SELECT count(*) FROM pg_locks l JOIN pg_stat_subscription s ON s.pid = l.pid WHERE NOT l.granted") != "0"
+        // Per table its text and number column; per case n1's change of the key and what both nodes end with.
+        let tables = [("public.counters", "note", "n"), ("public.accounts", "owner", "balance")]
+        for (table, text, number) in tables {
+            let cases = [
+                (key: 1, change: "DELETE FROM \(table) WHERE id = 1", expected: "0 rows"),
+                (key: 2, change: "UPDATE \(table) SET \(text) = 'n1 later', \(number) = \(number) + 1 WHERE id = 2", expected: "1 rows: 2 n1 later 11"),
+            ]
+            for (key, change, expected) in cases {
+                try mesh[1].execute("INSERT INTO \(table) VALUES (\(key), 'n1', 10)")
+                #expect(waitUntil(timeout: 30) { try mesh[2].scalar("SELECT count(*) FROM \(table) WHERE id = \(key)") == "1" }, "\(table): the insert arrived")
+                try mesh.setReceiving(2, false)
+                try mesh[1].execute(change)
+                // n2, 10 s behind: deletes and re-inserts the key; its versions are older than n1's change.
+                let local = try mesh[2].connect()
+                defer { local.close() }
+                try local.execute("BEGIN; SET LOCAL mmlite.clock_offset_ms = -10000; DELETE FROM \(table) WHERE id = \(key); INSERT INTO \(table) VALUES (\(key), 'n2 again', 5)")
+                try mesh.setReceiving(2, true)
+                // The apply worker reaches the key and waits for the local transaction.
+                let waiting = waitUntil(timeout: 30) {
+                    try mesh[2].scalar("SELECT count(*) FROM pg_locks l JOIN pg_stat_subscription s ON s.pid = l.pid WHERE NOT l.granted") != "0"
+                }
+                try #require(waiting, "\(table) key \(key): n2's apply worker waits for the local transaction")
+                try local.execute("COMMIT")
+                #expect(mesh.quiesce(), "\(table) key \(key): every link caught up")
+                let contents = try (1...2).map {
+                    try mesh[$0].scalar("SELECT count(*) || ' rows' || coalesce(': ' || string_agg(id || ' ' || \(text) || ' ' || \(number), ','), '') FROM \(table) WHERE id = \(key)")
+                }
+                #expect(contents == [expected, expected], "\(table) key \(key): n1's change is the newest version on both nodes: \(contents)\n\(divergenceReport(mesh.clusters, table: table))")
+                #expect(try mesh.conflictCount(2, where: "table_name = '\(table)' AND key = '{\"id\": \(key)}'") > 0, "\(table) key \(key): n2 logged the re-insert it lost")
             }
-            try #require(waiting, "\(table): n2's apply worker waits for the local transaction")
-            try local.execute("COMMIT")
-            #expect(mesh.quiesce(), "\(table): every link caught up")
-            let contents = try (1...2).map { try mesh[$0].scalar("SELECT count(*) FROM \(table) WHERE id = 1") }
-            #expect(contents == ["0", "0"], "\(table): n1's delete is the newest version of key 1 on both nodes: \(contents)\n\(divergenceReport(mesh.clusters, table: table))")
-            #expect(try mesh.conflictCount(2, where: "table_name = '\(table)'") > 0, "\(table): n2 logged the re-insert it lost")
         }
         #expect(mesh.logErrors().isEmpty, "\(mesh.logErrors())")
     }
