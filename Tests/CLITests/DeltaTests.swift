@@ -186,9 +186,14 @@ struct DeltaTests {
 }
 
 extension DeltaTests {
-    @Test("an arriving delete or update that waits for a local delete-and-re-insert of its key in flight (clock 10 s behind, so the arriving change is newer) decides against the re-inserted row: a delete removes it, an update replaces it; both nodes end alike, on the delta table and on a plain last-update-wins table", arguments: [ConflictApply.auto, .sql])
+    @Test("an arriving delete or update that waits for a local delete-and-re-insert of its key in flight (clock 10 s behind, so the arriving change is newer) decides against the re-inserted row: a delete removes it (also of a key the node had no version of), an update replaces it; both nodes end alike, on the delta table and on a plain last-update-wins table", arguments: [ConflictApply.auto, .sql])
     func deleteWaitsForReinsert(_ apply: ConflictApply) throws {
-        let schema = counterSchema + "\nCREATE TABLE public.accounts (id int PRIMARY KEY, owner text, balance int);"
+        // Key 3 on both nodes before conflict handling: a row without a version.
+        let schema = counterSchema + """
+
+            CREATE TABLE public.accounts (id int PRIMARY KEY, owner text, balance int);
+            INSERT INTO public.counters VALUES (3, 'before', 10); INSERT INTO public.accounts VALUES (3, 'before', 10);
+            """
         let mesh = try TestMesh(2, schema: [1: schema, 2: schema])
         try mesh.writeConfig(tables: ["public.counters", "public.accounts"], extraNodes: """
 
@@ -208,10 +213,16 @@ extension DeltaTests {
             let cases = [
                 (key: 1, change: "DELETE FROM \(table) WHERE id = 1", expected: "0 rows"),
                 (key: 2, change: "UPDATE \(table) SET \(text) = 'n1 later', \(number) = \(number) + 1 WHERE id = 2", expected: "1 rows: 2 n1 later 11"),
+                // n2 has neither a row nor a version of key 3 (removed without capture below).
+                (key: 3, change: "DELETE FROM \(table) WHERE id = 3", expected: "0 rows"),
             ]
             for (key, change, expected) in cases {
-                try mesh[1].execute("INSERT INTO \(table) VALUES (\(key), 'n1', 10)")
-                #expect(waitUntil(timeout: 30) { try mesh[2].scalar("SELECT count(*) FROM \(table) WHERE id = \(key)") == "1" }, "\(table): the insert arrived")
+                if key == 3 {
+                    try mesh[2].execute("SET session_replication_role = replica; DELETE FROM \(table) WHERE id = 3; RESET session_replication_role")
+                } else {
+                    try mesh[1].execute("INSERT INTO \(table) VALUES (\(key), 'n1', 10)")
+                    #expect(waitUntil(timeout: 30) { try mesh[2].scalar("SELECT count(*) FROM \(table) WHERE id = \(key)") == "1" }, "\(table): the insert arrived")
+                }
                 try mesh.setReceiving(2, false)
                 try mesh[1].execute(change)
                 // n2, 10 s behind: deletes and re-inserts the key; its versions are older than n1's change.
