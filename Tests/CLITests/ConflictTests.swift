@@ -25,9 +25,9 @@ extension TestMesh {
     }
 
     /// Waits until every subscribed table finished its initial copy: a copy's
-    /// slot (`pg_<sub>_sync_<rel>_<system>`) uses pgoutput, and while one exists capture stores change rows
-    /// instead of sending change messages (the safe fallback), which tests
-    /// counting messages must not meet.
+    /// slot (`pg_<sub>_sync_<rel>_<system>`) uses pgoutput, and while one
+    /// exists capture stores change rows instead of sending change messages
+    /// (the safe fallback), which tests counting messages must not meet.
     func waitUntilSynced(timeout: Double = 60) -> Bool {
         waitUntil(timeout: timeout) {
             try clusters.allSatisfy { cluster in
